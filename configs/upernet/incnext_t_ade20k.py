@@ -1,0 +1,11 @@
+_base_ = ['../_base_/upernet_ade20k_160k.py']
+
+# ImageNet-1K weights released by the authors (mmseg_incnext.RELEASE_URLS['tiny']).
+checkpoint_file = 'https://github.com/sail-sg/inceptionnext/releases/download/model/inceptionnext_tiny.pth'  # noqa
+model = dict(
+    backbone=dict(
+        arch='tiny',
+        drop_path_rate=0.2,
+        init_cfg=dict(type='Pretrained', checkpoint=checkpoint_file)),
+    decode_head=dict(in_channels=[96, 192, 384, 768]),
+    auxiliary_head=dict(in_channels=384))

@@ -1,0 +1,40 @@
+"""Parameter and MAC counts of a segmentor config, as the paper's tables report them.
+
+MACs are counted by ``torch.utils.flop_counter`` on the ``meta`` device: no weights are
+allocated and nothing is computed, so even UperNet-B at 512x2048 takes a fraction of a
+second. Convolutions and matrix products are counted (MACs = FLOPs / 2); element-wise
+ops such as norms, activations and interpolation are not, as in the paper's counts.
+"""
+from typing import Dict, Tuple
+
+import torch
+from mmengine.config import Config
+from torch.utils.flop_counter import FlopCounterMode
+
+from mmseg.registry import MODELS
+from mmseg_incnext.runtime import replace_sync_bn
+
+# Paper Tables 5 and 6: (params in M, GMACs, input height, input width).
+PAPER_MODEL_SIZES: Dict[str, Tuple[float, float, int, int]] = {
+    'upernet/incnext_t_ade20k.py': (56, 933, 512, 2048),
+    'upernet/incnext_s_ade20k.py': (78, 1020, 512, 2048),
+    'upernet/incnext_b_ade20k.py': (115, 1159, 512, 2048),
+    'fpn/incnext_t_ade20k.py': (28, 44, 512, 512),
+    'fpn/incnext_s_ade20k.py': (50, 65, 512, 512),
+    'fpn/incnext_b_ade20k.py': (85, 100, 512, 512),
+}
+
+
+def count_params_and_macs(cfg: Config, shape: Tuple[int, int]) -> Tuple[int, int]:
+    """Return (parameters, MACs) of ``cfg.model`` for one image of ``shape`` (H, W)."""
+    model_cfg = cfg.model.copy()
+    model_cfg.pop('data_preprocessor', None)
+    backbone = model_cfg.get('backbone', {})
+    backbone.pop('init_cfg', None)
+    replace_sync_bn(model_cfg)  # SyncBN cannot run outside a process group
+    with torch.device('meta'):
+        model = MODELS.build(model_cfg).eval()
+        params = sum(p.numel() for p in model.parameters())
+        with FlopCounterMode(display=False) as counter:
+            model(torch.empty(1, 3, *shape), mode='tensor')
+    return params, counter.get_total_flops() // 2

@@ -1,0 +1,3 @@
+from .backbones import InceptionNeXt
+
+__all__ = ['InceptionNeXt']

@@ -1,0 +1,101 @@
+"""A small synthetic dataset in mmseg's ADE20K layout, for demos and tests.
+
+Each image is a scene of textured backgrounds (sky or wall above, floor below) with a few
+shapes (table rectangles, lamp discs, plant triangles).  Labels use ADE20K's annotation
+values (1..150, 0 = unlabelled, which ``reduce_zero_label`` turns into the ignore index),
+so the real ``ADE20KDataset`` and configs read it unchanged::
+
+    ROOT/images/{training,validation}/NAME.jpg
+    ROOT/annotations/{training,validation}/NAME.png
+"""
+import os
+from typing import Dict, Sequence, Tuple
+
+import numpy as np
+from PIL import Image
+
+# ADE20K annotation values (class index + 1) of the classes drawn.
+SKY, WALL, FLOOR, TABLE, LAMP, PLANT = 3, 1, 4, 16, 37, 18
+CLASS_VALUES: Dict[str, int] = dict(sky=SKY, wall=WALL, floor=FLOOR, table=TABLE, lamp=LAMP,
+                                    plant=PLANT)
+
+
+def _texture(rng: np.random.Generator, shape: Tuple[int, int], kind: int) -> np.ndarray:
+    """An RGB texture, distinct per class, with per-image jitter."""
+    h, w = shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    noise = rng.normal(0, 8, (h, w, 1))
+    jitter = rng.uniform(-15, 15, 3)
+    if kind == SKY:
+        base = np.stack([90 + 0 * yy, 150 + 40 * yy / max(h, 1), 230 + 0 * yy], -1)
+    elif kind == WALL:
+        stripes = 20 * (np.sin(xx / 3.0) > 0)
+        base = np.stack([170 + stripes, 165 + stripes, 155 + stripes], -1)
+    elif kind == FLOOR:
+        checker = 40 * (((yy // 8) + (xx // 8)) % 2)
+        base = np.stack([120 + checker, 80 + checker, 40 + 0 * yy], -1)
+    elif kind == TABLE:
+        grain = 25 * np.sin(yy / 2.0)
+        base = np.stack([150 + grain, 90 + grain, 50 + 0 * yy], -1)
+    elif kind == LAMP:
+        base = np.stack([250 + 0 * yy, 220 + 0 * yy, 60 + 0 * yy], -1)
+    elif kind == PLANT:
+        speckle = 60 * (rng.random((h, w)) > 0.7)
+        base = np.stack([30 + 0 * yy, 140 + speckle, 40 + 0 * yy], -1)
+    else:  # any other ADE20K class: a flat colour derived from its value
+        colour = np.array([(kind * 37) % 256, (kind * 91) % 256, (kind * 53) % 256])
+        base = np.broadcast_to(colour, (h, w, 3)).astype(np.float32)
+    return base + jitter + noise
+
+
+def make_scene(rng: np.random.Generator, height: int, width: int,
+               extra_labels: bool = False) -> Tuple[np.ndarray, np.ndarray]:
+    """One RGB image (uint8) and its ADE20K-valued label map (uint8)."""
+    label = np.empty((height, width), np.uint8)
+    horizon = int(height * rng.uniform(0.4, 0.65))
+    label[:horizon] = SKY if rng.random() < 0.5 else WALL
+    label[horizon:] = FLOOR
+    yy, xx = np.mgrid[0:height, 0:width]
+    for _ in range(rng.integers(2, 5)):
+        kind = rng.choice([TABLE, LAMP, PLANT])
+        cy, cx = rng.integers(0, height), rng.integers(0, width)
+        size = rng.integers(max(6, min(height, width) // 8), max(8, min(height, width) // 3))
+        if kind == TABLE:
+            mask = (abs(yy - cy) < size // 2) & (abs(xx - cx) < size)
+        elif kind == LAMP:
+            mask = (yy - cy) ** 2 + (xx - cx) ** 2 < size ** 2
+        else:
+            mask = (yy < cy + size) & (yy > cy - size) & (abs(xx - cx) < (yy - cy + size) / 2)
+        label[mask] = kind
+    if extra_labels:  # a sprinkle of every other class, and unlabelled pixels
+        for value in rng.integers(1, 151, size=6):
+            y, x = rng.integers(0, height - 4), rng.integers(0, width - 4)
+            label[y:y + 4, x:x + 4] = value
+        label[:, :2] = 0
+    image = np.zeros((height, width, 3), np.float32)
+    for value in np.unique(label):
+        if value == 0:
+            continue
+        mask = label == value
+        image[mask] = _texture(rng, (height, width), int(value))[mask]
+    return np.clip(image, 0, 255).astype(np.uint8), label
+
+
+def make_synthetic_ade20k(root: str, num_train: int = 40, num_val: int = 10,
+                          sizes: Sequence[Tuple[int, int]] = ((128, 160), (160, 128),
+                                                              (144, 144)),
+                          extra_labels: bool = False, seed: int = 0) -> str:
+    """Write the dataset under ``root`` (created if needed); return ``root``."""
+    rng = np.random.default_rng(seed)
+    for split, count in (('training', num_train), ('validation', num_val)):
+        image_dir = os.path.join(root, 'images', split)
+        label_dir = os.path.join(root, 'annotations', split)
+        os.makedirs(image_dir, exist_ok=True)
+        os.makedirs(label_dir, exist_ok=True)
+        for i in range(count):
+            height, width = sizes[i % len(sizes)]
+            image, label = make_scene(rng, height, width, extra_labels)
+            name = f'ADE_{split[:5]}_{i:08d}'
+            Image.fromarray(image).save(os.path.join(image_dir, f'{name}.jpg'), quality=95)
+            Image.fromarray(label).save(os.path.join(label_dir, f'{name}.png'))
+    return root

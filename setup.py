@@ -1,0 +1,29 @@
+from setuptools import find_packages, setup
+
+setup(
+    name='mmseg-incnext',
+    version='0.1.0',
+    description='InceptionNeXt backbones for MMSegmentation (semantic segmentation on ADE20K)',
+    long_description=open('README.md', encoding='utf-8').read() if __import__('os').path.exists('README.md') else '',
+    long_description_content_type='text/markdown',
+    license='Apache-2.0',
+    python_requires='>=3.10',
+    packages=find_packages(include=['mmseg_incnext', 'mmseg_incnext.*']),
+    install_requires=[
+        'torch>=2.1',
+        'torchvision',
+        'mmcv>=2.0.0rc4,<2.2.0',
+        'mmengine>=0.10.0,<1.0.0',
+        'mmsegmentation==1.2.2',
+        'timm>=1.0',
+        'ftfy',  # imported by mmseg but not declared by it
+        'regex',  # imported by mmseg but not declared by it
+        'numpy',
+        'safetensors',
+    ],
+    extras_require={
+        'tests': ['pytest', 'mmpretrain==1.2.0'],
+        'mmpretrain': ['mmpretrain==1.2.0'],
+    },
+    zip_safe=False,
+)

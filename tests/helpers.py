@@ -1,0 +1,100 @@
+"""Shared test fixtures' building blocks: seeded timm models and checkpoints in every format."""
+import os
+from typing import Dict
+
+import timm
+import torch
+
+TIMM_NAMES = {arch: f'inception_next_{arch}' for arch in ('atto', 'tiny', 'small', 'base')}
+
+
+def seeded_timm_model(arch: str, seed: int = 0) -> torch.nn.Module:
+    """A timm InceptionNeXt in eval mode with every parameter and buffer randomised.
+
+    BatchNorm statistics and the layer scale are randomised too: with the default
+    ``gamma = 1e-6`` a wrong MLP branch would hide below any tolerance.
+    """
+    torch.manual_seed(seed)
+    model = timm.create_model(TIMM_NAMES[arch], pretrained=False)
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if name.endswith('running_var'):
+                tensor.uniform_(0.5, 1.5)
+            elif name.endswith('running_mean'):
+                tensor.normal_(0, 0.2)
+            elif name.endswith('gamma'):
+                tensor.uniform_(0.2, 1.0)
+            elif tensor.is_floating_point() and (name.endswith('.bias') or '.norm' in name
+                                                 or name.startswith('stem.1')
+                                                 or 'downsample.0' in name):
+                tensor.normal_(1.0 if name.endswith('weight') else 0.0, 0.1)
+    return model.eval()
+
+
+def timm_stage_outputs(model: torch.nn.Module, x: torch.Tensor):
+    with torch.no_grad():
+        return model.forward_intermediates(x, intermediates_only=True)
+
+
+def save_checkpoint_formats(model: torch.nn.Module, folder: str) -> Dict[str, str]:
+    """Write ``model``'s weights in each format the backbone accepts; return their paths."""
+    from safetensors.torch import save_file
+    state = {k: v.clone().contiguous() for k, v in model.state_dict().items()}
+    paths = {
+        'release_pth': os.path.join(folder, 'released.pth'),
+        'safetensors': os.path.join(folder, 'model.safetensors'),
+        'mmseg': os.path.join(folder, 'segmentor_iter_10.pth'),
+        'official_training': os.path.join(folder, 'official_checkpoint.pth.tar'),
+    }
+    torch.save(state, paths['release_pth'])
+    save_file(state, paths['safetensors'])
+    segmentor = {f'backbone.{k}': v for k, v in state.items() if not k.startswith('head.')}
+    segmentor['decode_head.conv_seg.weight'] = torch.zeros(150, 8, 1, 1)
+    torch.save({'meta': {'iter': 10, 'mmengine': '0.10.7'}, 'state_dict': segmentor},
+               paths['mmseg'])
+    torch.save({'model': state, 'epoch': 3}, paths['official_training'])
+    return paths
+
+
+def train_toy_runner(work_dir: str, max_iters: int = 2, resume: bool = False):
+    """Train a tiny model with mmengine's Runner and CheckpointHook (real training loop).
+
+    Used to produce real mmengine training checkpoints (with ``message_hub`` history
+    buffers, numpy scalars, optimizer and scheduler state) without a segmentation model.
+    """
+    from mmengine.model import BaseModel
+    from mmengine.runner import Runner
+    from torch.utils.data import Dataset
+
+    class ToyModel(BaseModel):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(2, 1)
+
+        def forward(self, inputs, data_samples=None, mode='tensor'):
+            out = self.linear(inputs)
+            if mode == 'loss':
+                return dict(loss=(out - data_samples).pow(2).mean())
+            return out
+
+    class ToyDataset(Dataset):
+        def __len__(self):
+            return 8
+
+        def __getitem__(self, index):
+            g = torch.Generator().manual_seed(index)
+            return dict(inputs=torch.randn(2, generator=g), data_samples=torch.randn(1, generator=g))
+
+    runner = Runner(
+        model=ToyModel(), work_dir=work_dir, experiment_name='toy',
+        train_dataloader=dict(dataset=ToyDataset(), batch_size=2, num_workers=0,
+                              sampler=dict(type='DefaultSampler', shuffle=True),
+                              collate_fn=dict(type='default_collate')),
+        optim_wrapper=dict(optimizer=dict(type='AdamW', lr=0.01)),
+        param_scheduler=dict(type='PolyLR', power=0.9, eta_min=1e-4, by_epoch=False),
+        train_cfg=dict(by_epoch=False, max_iters=max_iters),
+        default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=2, by_epoch=False),
+                           logger=dict(type='LoggerHook', interval=1)),
+        randomness=dict(seed=0), resume=resume, default_scope='mmseg')
+    runner.train()
+    return runner

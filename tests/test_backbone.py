@@ -1,0 +1,174 @@
+"""The InceptionNeXt backbone: registry, parity with timm, shapes and config keys."""
+import pytest
+import torch
+import torch.nn as nn
+
+import mmseg_incnext  # noqa: F401  (registers the backbone)
+from mmseg.registry import MODELS
+from mmseg_incnext import InceptionNeXt
+from tests.helpers import seeded_timm_model, timm_stage_outputs
+
+
+def build(**kwargs):
+    cfg = dict(type='InceptionNeXt', arch='atto', out_norm_cfg=None)
+    cfg.update(kwargs)
+    return MODELS.build(cfg)
+
+
+def test_registered_in_mmseg_models():
+    model = MODELS.build(dict(type='InceptionNeXt', arch='tiny', out_indices=(0, 1, 2, 3)))
+    assert isinstance(model, InceptionNeXt)
+    assert MODELS.get('InceptionNeXt') is InceptionNeXt
+
+
+@pytest.mark.parametrize('arch', ['atto', 'tiny', 'small', 'base'])
+def test_features_match_timm_with_same_weights(arch):
+    reference = seeded_timm_model(arch, seed=1)
+    ours = build(arch=arch).eval()
+    state = {k: v for k, v in reference.state_dict().items() if not k.startswith('head.')}
+    result = ours.load_state_dict(state, strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+    x = torch.randn(2, 3, 64, 96)
+    expected = timm_stage_outputs(reference, x)
+    with torch.no_grad():
+        got = ours(x)
+    assert len(got) == 4
+    for stage, (g, e) in enumerate(zip(got, expected)):
+        assert g.shape == e.shape, stage
+        torch.testing.assert_close(g, e, atol=1e-5, rtol=1e-5, msg=f'stage {stage}')
+
+
+@pytest.mark.parametrize('size,expected', [
+    ((64, 64), [(16, 16), (8, 8), (4, 4), (2, 2)]),
+    ((67, 45), [(17, 12), (9, 6), (5, 3), (3, 2)]),
+    ((20, 33), [(5, 9), (3, 5), (2, 3), (1, 2)]),
+])
+def test_output_strides_for_any_input_size(size, expected):
+    model = build().eval()
+    with torch.no_grad():
+        outs = model(torch.randn(1, 3, *size))
+    assert [tuple(o.shape[-2:]) for o in outs] == expected
+    assert [o.shape[1] for o in outs] == [40, 80, 160, 320]
+
+
+def test_padding_is_a_noop_for_multiples_of_32():
+    model = build().eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        full = model(x)[0]
+        # The top-left of a padded larger input sees the same pixels away from the border.
+        bigger = model(torch.nn.functional.pad(x, (0, 5, 0, 7)))[0]
+    torch.testing.assert_close(full[..., :12, :12], bigger[..., :12, :12])
+
+
+def test_out_indices_negative_and_subset():
+    model = build(out_indices=(-1, 1)).eval()
+    assert model.out_indices == (1, 3)
+    outs = model(torch.randn(1, 3, 64, 64))
+    assert [o.shape[1] for o in outs] == [80, 320]
+    assert hasattr(model, 'norm1') and hasattr(model, 'norm3') and not hasattr(model, 'norm0')
+
+
+@pytest.mark.parametrize('bad', [(0, 4), (-5, ), (1, -3)])
+def test_out_indices_validated(bad):
+    with pytest.raises((IndexError, ValueError), match='out_indices'):
+        build(out_indices=bad)
+
+
+def test_unknown_arch_is_named():
+    with pytest.raises(KeyError, match="'huge'"):
+        build(arch='huge')
+
+
+def test_custom_arch_dict():
+    model = build(arch=dict(depths=(1, 1, 2, 1), dims=(32, 64, 96, 128), band_kernel_size=7,
+                            branch_ratio=0.25, mlp_ratios=2)).eval()
+    mixer = model.stages[2].blocks[0].token_mixer
+    assert mixer.dwconv_w.kernel_size == (1, 7) and mixer.dwconv_hw.in_channels == 24
+    assert model.stages[2].blocks[0].mlp.fc1.out_channels == 192
+    outs = model(torch.randn(1, 3, 64, 64))
+    assert [o.shape[1] for o in outs] == [32, 64, 96, 128]
+    with pytest.raises(KeyError, match='dims'):
+        build(arch=dict(depths=(1, 1)))
+    with pytest.raises(KeyError, match='kernel'):
+        build(arch=dict(depths=(1, ), dims=(32, ), kernel=3))
+    with pytest.raises(ValueError, match='same'):
+        build(arch=dict(depths=(1, 1), dims=(32, )))
+
+
+def test_out_norm_cfg_builds_per_stage_norms():
+    model = build(out_norm_cfg=dict(type='SyncBN', requires_grad=True))
+    assert all(isinstance(getattr(model, f'norm{i}'), nn.SyncBatchNorm) for i in range(4))
+    model = build(out_norm_cfg=None)
+    assert all(isinstance(getattr(model, f'norm{i}'), nn.Identity) for i in range(4))
+
+
+def test_block_norm_cfg_is_used():
+    model = build(norm_cfg=dict(type='SyncBN'))
+    assert isinstance(model.stem[1], nn.SyncBatchNorm)
+    assert isinstance(model.stages[1].downsample[0], nn.SyncBatchNorm)
+    assert isinstance(model.stages[3].blocks[0].norm, nn.SyncBatchNorm)
+
+
+def test_frozen_stages():
+    model = build(frozen_stages=2, out_norm_cfg=dict(type='BN'))
+    model.train()
+    frozen = [model.stem, model.stages[0], model.stages[1], model.norm0, model.norm1]
+    for module in frozen:
+        assert not module.training
+        assert all(not p.requires_grad for p in module.parameters())
+    for module in (model.stages[2], model.stages[3], model.norm2):
+        assert module.training
+        assert all(p.requires_grad for p in module.parameters())
+    with pytest.raises(ValueError, match='frozen_stages=5'):
+        build(frozen_stages=5)
+
+
+def test_norm_eval_keeps_batchnorm_statistics():
+    model = build(norm_eval=True)
+    model.train()
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert bns and all(not m.training for m in bns)
+    before = model.stem[1].running_mean.clone()
+    model(torch.randn(2, 3, 64, 64))
+    torch.testing.assert_close(model.stem[1].running_mean, before)
+
+
+def test_with_cp_matches_plain_forward_and_backward():
+    torch.manual_seed(0)
+    plain = build(layer_scale_init_value=0.5)
+    checkpointed = build(layer_scale_init_value=0.5, with_cp=True)
+    checkpointed.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    outs = [m(x) for m in (plain, checkpointed)]
+    for o1, o2 in zip(*outs):
+        torch.testing.assert_close(o1, o2)
+    sum(o.sum() for o in outs[0]).backward()
+    sum(o.sum() for o in outs[1]).backward()
+    torch.testing.assert_close(plain.stem[0].weight.grad, checkpointed.stem[0].weight.grad)
+
+
+def test_drop_path_and_layer_scale():
+    model = build(drop_path_rate=0.3)
+    rates = [b.drop_path.drop_prob if hasattr(b.drop_path, 'drop_prob') else 0.0
+             for s in model.stages for b in s.blocks]
+    assert rates[0] == 0.0 and rates[-1] == pytest.approx(0.3)
+    assert rates == sorted(rates)
+    assert model.stages[0].blocks[0].gamma is not None
+    assert build(layer_scale_init_value=0).stages[0].blocks[0].gamma is None
+
+
+def test_wrong_input_channels_is_a_clear_error():
+    model = build(in_channels=4)
+    with pytest.raises(ValueError, match='in_channels=4'):
+        model(torch.randn(1, 3, 64, 64))
+    assert model(torch.randn(1, 4, 64, 64))[0].shape[1] == 40
+
+
+def test_default_init_is_truncated_normal():
+    model = build(arch='tiny')
+    model.init_weights()
+    # PyTorch's default for the stem (fan-in 48) would have std 0.083 and non-zero bias.
+    assert 0.015 < model.stem[0].weight.std().item() < 0.025
+    assert model.stem[0].bias.abs().max().item() == 0
+    assert model.stages[2].blocks[0].mlp.fc1.bias.abs().max().item() == 0

@@ -1,0 +1,50 @@
+"""Print parameters and GMACs of segmentor configs next to the paper's numbers.
+
+    python tools/get_flops.py configs/upernet/incnext_t_ade20k.py [--shape 512 2048]
+    python tools/get_flops.py --all          # the six ADE20K configs of the paper
+"""
+import argparse
+import os
+
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+
+from mmseg_incnext.complexity import PAPER_MODEL_SIZES, count_params_and_macs
+
+CONFIG_ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           'configs')
+
+
+def paper_entry(path):
+    rel = os.path.relpath(os.path.abspath(path), CONFIG_ROOT).replace(os.sep, '/')
+    return PAPER_MODEL_SIZES.get(rel)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('configs', nargs='*', help='config files')
+    parser.add_argument('--all', action='store_true', help='the paper configs')
+    parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
+                        help='input size (default: the paper\'s size for the config, '
+                        'else 512 512)')
+    args = parser.parse_args()
+    configs = list(args.configs)
+    if args.all:
+        configs += [os.path.join(CONFIG_ROOT, name) for name in PAPER_MODEL_SIZES]
+    if not configs:
+        parser.error('give config files or --all')
+
+    init_default_scope('mmseg')
+    print(f'{"config":34} {"input":>9} {"params (M)":>11} {"GMACs":>9}   paper (M / GMACs)')
+    for path in configs:
+        paper = paper_entry(path)
+        shape = tuple(args.shape) if args.shape else (paper[2:] if paper else (512, 512))
+        params, macs = count_params_and_macs(Config.fromfile(path), shape)
+        reference = f'{paper[0]} / {paper[1]}' if paper and shape == paper[2:] else '-'
+        name = os.path.relpath(path, os.path.dirname(CONFIG_ROOT))
+        print(f'{name:34} {shape[0]:>4}x{shape[1]:<4} {params / 1e6:>11.2f} '
+              f'{macs / 1e9:>9.1f}   {reference}')
+
+
+if __name__ == '__main__':
+    main()
