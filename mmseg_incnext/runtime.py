@@ -31,19 +31,25 @@ def adapt_to_device(cfg: Config) -> None:
     """Make a GPU config runnable on a machine without CUDA.
 
     ``torch.nn.SyncBatchNorm`` only synchronises CUDA tensors, and NCCL needs GPUs, so on a
-    CPU-only machine SyncBN becomes BN and the process group uses gloo.  Nothing changes
-    where CUDA is available.
+    CPU-only machine SyncBN becomes BN and the process group uses gloo.  mmengine's
+    ``init_dist`` for the pytorch launcher calls ``torch.cuda.set_device`` unconditionally,
+    so here the gloo process group is created first (mmengine then reuses it), and its
+    default DDP wrapper passes a GPU index as ``device_ids``, which CPU modules refuse.
+    Nothing changes where CUDA is available.
     """
     if torch.cuda.is_available():
         return
     replaced = replace_sync_bn(cfg.model)
-    if cfg.get('tta_model') is not None:
-        replaced += replace_sync_bn(cfg.tta_model)
     env_cfg = cfg.setdefault('env_cfg', {})
     env_cfg.setdefault('dist_cfg', {})['backend'] = 'gloo'
-    if replaced:
-        print_log(f'No CUDA device: {replaced} SyncBN layers configured as BN and the '
-                  'distributed backend set to gloo', logger='current')
+    print_log(f'No CUDA device: {replaced} SyncBN layers configured as BN and the '
+              'distributed backend set to gloo', logger='current')
+    if cfg.get('model_wrapper_cfg') is None:
+        cfg.model_wrapper_cfg = dict(
+            type='MMDistributedDataParallel', device_ids=None, broadcast_buffers=False,
+            find_unused_parameters=cfg.get('find_unused_parameters', False))
+    if cfg.get('launcher', 'none') == 'pytorch' and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(backend='gloo')
 
 
 def _datasets(dataset_cfg: dict) -> Iterable[dict]:
@@ -81,3 +87,14 @@ def check_data(cfg: Config, dataloaders: Iterable[str]) -> None:
     if problems:
         raise FileNotFoundError('Dataset not found:\n  ' + '\n  '.join(problems) + '\n'
                                 + _DATA_HINT)
+
+
+def finish_distributed() -> None:
+    """Tear the process group down at the end of a run.
+
+    mmengine leaves it alive; with gloo, a process exiting with a live group aborts
+    ("terminate called without an active exception") and torchrun reports a failure.
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()

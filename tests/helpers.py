@@ -98,3 +98,53 @@ def train_toy_runner(work_dir: str, max_iters: int = 2, resume: bool = False):
         randomness=dict(seed=0), resume=resume, default_scope='mmseg')
     runner.train()
     return runner
+
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+TINY_CONFIG = '''_base_ = ['{base}']
+data_root = '{data_root}'
+crop_size = ({crop}, {crop})
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', reduce_zero_label=True),
+    dict(type='RandomResize', scale=(256, {crop}), ratio_range=(0.5, 2.0), keep_ratio=True),
+    dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PhotoMetricDistortion'),
+    dict(type='PackSegInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=(256, {crop}), keep_ratio=True),
+    dict(type='LoadAnnotations', reduce_zero_label=True),
+    dict(type='PackSegInputs'),
+]
+model = dict(
+    data_preprocessor=dict(size=crop_size),
+    backbone=dict(init_cfg=dict(type='Pretrained', checkpoint='{checkpoint}')))
+train_dataloader = dict(
+    batch_size={batch}, num_workers=0, persistent_workers=False,
+    dataset=dict(data_root=data_root, pipeline=train_pipeline))
+val_dataloader = dict(
+    batch_size=1, num_workers=0, persistent_workers=False,
+    dataset=dict(data_root=data_root, pipeline=test_pipeline))
+test_dataloader = val_dataloader
+train_cfg = dict(max_iters={iters}, val_interval={iters})
+default_hooks = dict(
+    checkpoint=dict(interval={iters}), logger=dict(interval=1),
+    visualization=dict(draw=False))
+randomness = dict(seed=0)
+{extra}
+'''
+
+
+def write_tiny_config(folder: str, base: str, data_root: str, checkpoint: str, crop: int = 64,
+                      batch: int = 2, iters: int = 2, extra: str = '') -> str:
+    """A config inheriting a real one, shrunk to tiny crops and a few iterations."""
+    path = os.path.join(folder, 'tiny_' + os.path.basename(base))
+    with open(path, 'w') as f:
+        f.write(TINY_CONFIG.format(base=os.path.join(REPO_ROOT, base), data_root=data_root,
+                                   checkpoint=checkpoint, crop=crop, batch=batch, iters=iters,
+                                   extra=extra))
+    return path

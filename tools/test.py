@@ -41,7 +41,7 @@ def main():
     if not osp.isfile(args.checkpoint):
         raise FileNotFoundError(f'Checkpoint file not found: {args.checkpoint}')
 
-    from mmseg_incnext.runtime import adapt_to_device, check_data
+    from mmseg_incnext.runtime import adapt_to_device, check_data, finish_distributed
     check_data(cfg, ['test_dataloader'])
     adapt_to_device(cfg)
 
@@ -69,6 +69,7 @@ def main():
 
     runner = Runner.from_cfg(cfg)
     runner.test()
+    finish_distributed()
 
 
 if __name__ == '__main__':

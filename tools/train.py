@@ -44,7 +44,7 @@ def main():
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
 
-    from mmseg_incnext.runtime import adapt_to_device, check_data
+    from mmseg_incnext.runtime import adapt_to_device, check_data, finish_distributed
     check_data(cfg, ['train_dataloader', 'val_dataloader'])
     adapt_to_device(cfg)
 
@@ -69,6 +69,7 @@ def main():
     cfg.resume = args.resume
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     runner.train()
+    finish_distributed()
 
 
 if __name__ == '__main__':

@@ -1,0 +1,29 @@
+"""Session-wide fixtures: a tiny ADE20K-layout dataset and released-format weights."""
+import pytest
+import torch
+
+from tests.helpers import seeded_timm_model
+
+
+@pytest.fixture(scope='session')
+def tiny_ade20k(tmp_path_factory):
+    """Varied image sizes, every label value 0..150 present somewhere, 6 train / 3 val."""
+    from mmseg_incnext.synthetic_data import make_synthetic_ade20k
+    root = tmp_path_factory.mktemp('ade') / 'ADEChallengeData2016'
+    return str(make_synthetic_ade20k(str(root), num_train=6, num_val=3,
+                                     sizes=((70, 90), (96, 64), (81, 81)), extra_labels=True))
+
+
+@pytest.fixture(scope='session')
+def released_weights(tmp_path_factory):
+    """A checkpoint in the released format (timm key names, with classifier head) per arch."""
+    folder = tmp_path_factory.mktemp('released')
+    cache = {}
+
+    def get(arch: str) -> str:
+        if arch not in cache:
+            path = folder / f'inceptionnext_{arch}.pth'
+            torch.save(seeded_timm_model(arch).state_dict(), path)
+            cache[arch] = str(path)
+        return cache[arch]
+    return get
