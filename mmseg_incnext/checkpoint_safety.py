@@ -81,7 +81,7 @@ def _safe_globals() -> List[Union[Callable, Tuple[Callable, str]]]:
     ]
 
 
-def load_local_checkpoint(filename: str, map_location=None, logger=None) -> Any:
+def load_from_local_weights_only(filename: str, map_location=None, logger=None) -> Any:
     """mmengine's loader for local files, with ``weights_only=True`` and a clear refusal."""
     import os
     filename = os.path.expanduser(filename)
@@ -110,5 +110,5 @@ def install() -> None:
         return
     copyreg.pickle(HistoryBuffer, _reduce_history_buffer)
     torch.serialization.add_safe_globals(_safe_globals())
-    CheckpointLoader.register_scheme(prefixes='', loader=load_local_checkpoint, force=True)
+    CheckpointLoader.register_scheme(prefixes='', loader=load_from_local_weights_only, force=True)
     _installed = True
