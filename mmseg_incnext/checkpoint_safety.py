@@ -91,7 +91,8 @@ def load_from_local_weights_only(filename: str, map_location=None, logger=None) 
         return torch.load(filename, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         raise UnsafeCheckpointError(
-            f'Refusing to load {filename}: it is not a plain weights/training checkpoint. Its '
+            f'Refusing to load {filename}: it is not a plain weights file or training '
+            'checkpoint. Its '
             'pickle needs objects outside the safe list, and unpickling those could run '
             f'arbitrary code. torch said: {str(err).splitlines()[0]}\n'
             'Checkpoints written by mmengine load once mmseg_incnext is imported (add '

@@ -1,10 +1,13 @@
 """Preparing a config for the machine it runs on, and checking its data before a run."""
+import datetime
 import os
-from typing import Any, Iterable, List
+from typing import Any, Iterable, List, Optional, Tuple
 
+import numpy as np
 import torch
 from mmengine.config import Config
 from mmengine.logging import print_log
+from PIL import Image
 
 _DATA_HINT = ('Prepare ADE20K with `python tools/prepare_ade20k.py ADEChallengeData2016.zip` '
               '(see README "Dataset"), or point the config at your copy with '
@@ -49,7 +52,9 @@ def adapt_to_device(cfg: Config) -> None:
             type='MMDistributedDataParallel', device_ids=None, broadcast_buffers=False,
             find_unused_parameters=cfg.get('find_unused_parameters', False))
     if cfg.get('launcher', 'none') == 'pytorch' and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group(backend='gloo')
+        timeout = env_cfg['dist_cfg'].get('timeout')
+        torch.distributed.init_process_group(
+            backend='gloo', timeout=datetime.timedelta(seconds=timeout) if timeout else None)
 
 
 def _datasets(dataset_cfg: dict) -> Iterable[dict]:
@@ -62,31 +67,75 @@ def _datasets(dataset_cfg: dict) -> Iterable[dict]:
         yield dataset_cfg
 
 
-def check_data(cfg: Config, dataloaders: Iterable[str]) -> None:
-    """Fail before the run starts if a dataloader's image or annotation folder is missing.
+def check_data(cfg: Config, dataloaders: Iterable[str], check_labels: bool = True) -> None:
+    """Fail before the run starts if a dataloader's data is missing or inconsistent.
+
+    Checks that the image and annotation folders exist and are not empty, that every image
+    has its annotation, and (``check_labels``) that no annotation holds a value beyond the
+    model's classes; all problems are reported together, naming folders, files and values.
 
     Raises:
-        FileNotFoundError: naming the folder and how to prepare the data.
+        FileNotFoundError: for missing folders or files.
+        ValueError: for label values out of range.
     """
-    problems: List[str] = []
+    missing: List[str] = []
+    bad_labels: List[str] = []
+    num_classes = cfg.model.get('decode_head', {}).get('num_classes')
     for name in dataloaders:
         loader = cfg.get(name)
         if not loader:
             continue
         for dataset in _datasets(loader['dataset']):
-            root = dataset.get('data_root', '') or ''
-            prefixes = dataset.get('data_prefix', {}) or {}
-            for key in ('img_path', 'seg_map_path'):
-                if key not in prefixes:
-                    continue
-                folder = os.path.join(root, prefixes[key])
-                if not os.path.isdir(folder):
-                    problems.append(f'{name}: {key} folder {folder!r} does not exist')
-                elif not any(entry.is_file() for entry in os.scandir(folder)):
-                    problems.append(f'{name}: {key} folder {folder!r} is empty')
-    if problems:
-        raise FileNotFoundError('Dataset not found:\n  ' + '\n  '.join(problems) + '\n'
-                                + _DATA_HINT)
+            problems = _check_dataset(name, dataset, num_classes if check_labels else None)
+            missing.extend(problems[0])
+            bad_labels.extend(problems[1])
+    if missing:
+        raise FileNotFoundError('Dataset not found or incomplete:\n  ' + '\n  '.join(missing[:20])
+                                + ('\n  ...' if len(missing) > 20 else '') + '\n' + _DATA_HINT)
+    if bad_labels:
+        raise ValueError('Annotations with values outside the classes of the model:\n  '
+                         + '\n  '.join(bad_labels[:20])
+                         + ('\n  ...' if len(bad_labels) > 20 else ''))
+
+
+def _check_dataset(loader: str, dataset: dict, num_classes: Optional[int]
+                   ) -> Tuple[List[str], List[str]]:
+    root = dataset.get('data_root', '') or ''
+    prefixes = dataset.get('data_prefix', {}) or {}
+    folders = {key: os.path.join(root, prefixes[key]) for key in ('img_path', 'seg_map_path')
+               if key in prefixes}
+    missing = []
+    for key, folder in folders.items():
+        if not os.path.isdir(folder):
+            missing.append(f'{loader}: {key} folder {folder!r} does not exist')
+        elif not any(entry.is_file() for entry in os.scandir(folder)):
+            missing.append(f'{loader}: {key} folder {folder!r} is empty')
+    if missing or len(folders) < 2:
+        return missing, []
+    img_suffix = dataset.get('img_suffix', '.jpg')
+    seg_suffix = dataset.get('seg_map_suffix', '.png')
+    images = [f[:-len(img_suffix)] for f in os.listdir(folders['img_path'])
+              if f.endswith(img_suffix)]
+    labels = set(f[:-len(seg_suffix)] for f in os.listdir(folders['seg_map_path'])
+                 if f.endswith(seg_suffix))
+    for stem in sorted(set(images) - labels):
+        missing.append(f'{loader}: no annotation '
+                       f'{os.path.join(folders["seg_map_path"], stem + seg_suffix)} for image '
+                       f'{os.path.join(folders["img_path"], stem + img_suffix)}')
+    if num_classes is None or missing:
+        return missing, []
+    # ADE20K-style annotations use 0 for "unlabelled" and 1..num_classes for the classes.
+    reduce_zero_label = dataset.get('reduce_zero_label', dataset.get('type') == 'ADE20KDataset')
+    highest = num_classes if reduce_zero_label else num_classes - 1
+    bad = []
+    for stem in sorted(labels):
+        path = os.path.join(folders['seg_map_path'], stem + seg_suffix)
+        values = np.unique(np.asarray(Image.open(path)))
+        wrong = values[(values > highest) & (values != 255)]
+        if wrong.size:
+            bad.append(f'{path}: values {wrong.tolist()[:5]} (allowed 0..{highest} and 255 '
+                       f'for {num_classes} classes)')
+    return [], bad
 
 
 def finish_distributed() -> None:

@@ -23,7 +23,7 @@ def parse_args():
     parser.add_argument('config', help='train config file path')
     parser.add_argument('--work-dir', help='the dir to save logs and models')
     parser.add_argument('--resume', action='store_true',
-                        help='resume from the latest checkpoint in the work_dir')
+                        help='resume from the latest complete checkpoint in the work_dir')
     parser.add_argument('--amp', action='store_true', help='automatic mixed precision')
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale the lr by actual total batch / base_batch_size')
@@ -67,6 +67,10 @@ def main():
         cfg.auto_scale_lr.enable = True
 
     cfg.resume = args.resume
+    if args.resume and cfg.get('load_from') is None:
+        # mmengine trusts `last_checkpoint`; prefer the newest checkpoint that is complete.
+        from mmseg_incnext.checkpoint_io import latest_complete_checkpoint
+        cfg.load_from = latest_complete_checkpoint(cfg.work_dir)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     runner.train()
     finish_distributed()

@@ -4,7 +4,7 @@
 _base_ = [
     './models/upernet_incnext.py',
     'mmseg::_base_/datasets/ade20k.py',
-    'mmseg::_base_/default_runtime.py',
+    './incnext_runtime.py',
     'mmseg::_base_/schedules/schedule_160k.py',
 ]
 crop_size = (512, 512)

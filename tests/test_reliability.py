@@ -1,0 +1,215 @@
+"""Long-job reliability: exact resume after SIGKILL, atomic checkpoints, rank loss, NaN
+loss, refusing unsafe checkpoints everywhere, and early errors for bad data."""
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import mmseg_incnext  # noqa: F401
+from mmseg_incnext.checkpoint_io import AtomicLocalBackend, atomic_write, \
+    latest_complete_checkpoint
+from mmseg_incnext.checkpoint_safety import UnsafeCheckpointError
+from tests.helpers import REPO_ROOT, write_tiny_config
+from tests.test_train_tools import free_port, miou  # noqa: F401
+
+FPN = 'configs/fpn/incnext_t_ade20k.py'
+HOOKS = ("custom_imports = dict(imports=['mmseg_incnext', 'tests.fault_hooks'])\n"
+         "randomness = dict(seed=0, deterministic=True)\n"
+         "custom_hooks = [dict(type='NonFiniteLossHook'), dict(type='ResumeRandomStateHook')"
+         "{extra}]\n")
+
+
+# The test configs import tests.fault_hooks; tools/*.py put tools/, not the repo, on sys.path.
+WITH_TESTS = {'PYTHONPATH': REPO_ROOT}
+
+
+def config_with(tmp_path, data, weights, iters=4, extra_hooks='', base=FPN):
+    extra = HOOKS.format(extra=''.join(', ' + h for h in extra_hooks.split(';') if h))
+    folder = tmp_path / f'cfg{len(list(tmp_path.iterdir()))}'
+    folder.mkdir()
+    return write_tiny_config(str(folder), base, data, weights, iters=iters, extra=extra)
+
+
+def train(config, work, *args, env=None, check=True, timeout=600):
+    result = subprocess.run([sys.executable, 'tools/train.py', config, '--work-dir', str(work),
+                             *args], cwd=REPO_ROOT, capture_output=True, text=True,
+                            timeout=timeout, env={**os.environ, **WITH_TESTS, **(env or {})})
+    if check:
+        assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    return result
+
+
+def logged_losses(work):
+    losses = {}
+    for path in glob.glob(os.path.join(str(work), '*', 'vis_data', 'scalars.json')):
+        with open(path) as f:
+            for line in f:
+                record = json.loads(line)
+                if 'loss' in record:
+                    losses[record['iter']] = record['loss']
+    return losses
+
+
+def weights(path):
+    return torch.load(path, weights_only=True)['state_dict']
+
+
+@pytest.fixture(scope='module')
+def uninterrupted(tmp_path_factory, tiny_ade20k, released_weights):
+    tmp = tmp_path_factory.mktemp('uninterrupted')
+    config = config_with(tmp, tiny_ade20k, released_weights('tiny'))
+    work = tmp / 'work'
+    train(config, work, '--cfg-options', 'default_hooks.checkpoint.interval=2')
+    return work
+
+
+def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, uninterrupted, tiny_ade20k,
+                                                       released_weights):
+    config = config_with(tmp_path, tiny_ade20k, released_weights('tiny'),
+                         extra_hooks="dict(type='KillProcessHook', at_iter=3)")
+    work = tmp_path / 'work'
+    killed = train(config, work, '--cfg-options', 'default_hooks.checkpoint.interval=2',
+                   check=False)
+    assert killed.returncode == -signal.SIGKILL
+    assert os.path.isfile(work / 'iter_2.pth') and not os.path.exists(work / 'iter_4.pth')
+
+    resumed_config = config_with(tmp_path, tiny_ade20k, released_weights('tiny'))
+    out = train(resumed_config, work, '--resume', '--cfg-options',
+                'default_hooks.checkpoint.interval=2').stdout
+    expected, got = weights(uninterrupted / 'iter_4.pth'), weights(work / 'iter_4.pth')
+    assert expected.keys() == got.keys()
+    for key in expected:
+        assert torch.equal(expected[key], got[key]), key
+    reference = logged_losses(uninterrupted)
+    assert len(reference) == 4
+    assert logged_losses(work) == reference
+    del out
+
+
+def test_truncated_checkpoint_is_never_resumed(tmp_path, uninterrupted, tiny_ade20k,
+                                               released_weights):
+    work = tmp_path / 'work'
+    work.mkdir()
+    for name in ('iter_2.pth', 'iter_4.pth'):
+        (work / name).write_bytes((uninterrupted / name).read_bytes())
+    data = (uninterrupted / 'iter_4.pth').read_bytes()
+    (work / 'iter_6.pth').write_bytes(data[:len(data) // 3])  # a save cut short by a kill
+    (work / 'last_checkpoint').write_text(str(work / 'iter_6.pth'))
+    assert latest_complete_checkpoint(str(work)) == str(work / 'iter_4.pth')
+    config = config_with(tmp_path, tiny_ade20k, released_weights('tiny'), iters=5)
+    out = train(config, work, '--resume').stdout
+    assert 'resumed epoch: 0, iter: 4' in out
+
+
+def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
+    from mmengine.fileio import get_file_backend
+    assert isinstance(get_file_backend(str(tmp_path / 'x.pth')), AtomicLocalBackend)
+    target = tmp_path / 'iter_8.pth'
+    atomic_write(str(target), b'complete old checkpoint')
+
+    def crash(fd):
+        raise KeyboardInterrupt('killed while saving')
+    monkeypatch.setattr(os, 'fsync', crash)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(str(target), b'half of a new one')
+    assert target.read_bytes() == b'complete old checkpoint'
+    assert sorted(os.listdir(tmp_path)) == ['iter_8.pth']  # no temporary left behind
+
+
+def test_losing_a_rank_ends_the_job_and_resume_works(tmp_path, tiny_ade20k, released_weights):
+    config = config_with(tmp_path, tiny_ade20k, released_weights('tiny'), iters=6,
+                         extra_hooks="dict(type='KillProcessHook', at_iter=4, rank=1)")
+    work = tmp_path / 'work'
+    start = time.monotonic()
+    result = subprocess.run(
+        ['bash', 'tools/dist_train.sh', config, '2', '--work-dir', str(work), '--cfg-options',
+         'default_hooks.checkpoint.interval=2'],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+        env={**os.environ, 'PORT': str(free_port()), 'OMP_NUM_THREADS': '1'})
+    elapsed = time.monotonic() - start
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert 'rank      : 1' in output and 'SIGKILL' in output, output[-3000:]
+    assert elapsed < 240
+    assert latest_complete_checkpoint(str(work)) == str(work / 'iter_2.pth')
+
+    resumed = config_with(tmp_path, tiny_ade20k, released_weights('tiny'), iters=4)
+    result = subprocess.run(
+        ['bash', 'tools/dist_train.sh', resumed, '2', '--work-dir', str(work), '--resume'],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+        env={**os.environ, 'PORT': str(free_port()), 'OMP_NUM_THREADS': '1'})
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert 'resumed epoch: 0, iter: 2' in result.stdout + result.stderr
+    assert os.path.isfile(work / 'iter_4.pth')
+
+
+def test_non_finite_loss_stops_training_naming_the_iteration(tmp_path, tiny_ade20k,
+                                                             released_weights):
+    config = config_with(tmp_path, tiny_ade20k, released_weights('tiny'),
+                         extra_hooks="dict(type='PoisonWeightsHook', at_iter=2)")
+    result = train(config, tmp_path / 'work', check=False)
+    assert result.returncode != 0
+    assert 'FloatingPointError: Non-finite loss nan at iteration 2' in result.stderr
+
+
+class _WritesFile:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (np.ndarray.tofile, (np.zeros(1), self.marker))
+
+
+def test_code_running_checkpoint_refused_by_every_entry_point(tmp_path, uninterrupted,
+                                                              tiny_ade20k, released_weights):
+    marker = tmp_path / 'code_ran'
+    evil = dict(torch.load(uninterrupted / 'iter_4.pth', weights_only=True))
+    evil['meta'] = _WritesFile(str(marker))
+    work = tmp_path / 'work'
+    work.mkdir()
+    torch.save(evil, work / 'iter_6.pth')
+    config = config_with(tmp_path, tiny_ade20k, released_weights('tiny'), iters=8)
+
+    from mmseg.apis import init_model
+    with pytest.raises(UnsafeCheckpointError, match='not a plain weights file'):
+        init_model(config, str(work / 'iter_6.pth'), device='cpu')
+
+    result = subprocess.run([sys.executable, 'tools/test.py', config, str(work / 'iter_6.pth'),
+                             '--work-dir', str(work)], cwd=REPO_ROOT, capture_output=True,
+                            text=True, timeout=300, env={**os.environ, **WITH_TESTS})
+    assert result.returncode != 0 and 'not a plain weights file' in result.stderr
+
+    (work / 'last_checkpoint').write_text(str(work / 'iter_6.pth'))
+    result = train(config, work, '--resume', check=False)
+    assert result.returncode != 0 and 'not a plain weights file' in result.stderr
+    assert not marker.exists()
+
+
+def test_bad_data_is_reported_before_training(tmp_path, tiny_ade20k, released_weights):
+    import shutil
+    data = tmp_path / 'ade'
+    shutil.copytree(tiny_ade20k, data)
+    labels = sorted((data / 'annotations' / 'training').iterdir())
+    labels[0].unlink()
+    bad = np.asarray(Image.open(labels[1])).copy()
+    bad[0, 0] = 200
+    Image.fromarray(bad).save(labels[1])
+    config = config_with(tmp_path, str(data), released_weights('tiny'))
+    result = train(config, tmp_path / 'work', check=False)
+    assert result.returncode != 0
+    assert f'no annotation {labels[0]}' in result.stderr
+    assert 'Iter(train)' not in result.stdout
+
+    shutil.copy(labels[2], labels[0])
+    result = train(config, tmp_path / 'work', check=False)
+    assert result.returncode != 0
+    assert f'{labels[1]}: values [200]' in result.stderr
+    assert 'Iter(train)' not in result.stdout
