@@ -1,7 +1,7 @@
 """Preparing a config for the machine it runs on, and checking its data before a run."""
 import datetime
 import os
-from typing import Any, Iterable, List, Optional, Tuple
+from typing import Any, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -13,6 +13,25 @@ _DATA_HINT = ('Prepare ADE20K with `python tools/prepare_ade20k.py ADEChallengeD
               '(see README "Dataset"), or point the config at your copy with '
               '--cfg-options train_dataloader.dataset.data_root=... '
               'val_dataloader.dataset.data_root=... test_dataloader.dataset.data_root=...')
+
+
+def load_run_config(path: str, launcher: str = 'none', cfg_options: Optional[dict] = None,
+                    work_dir: Optional[str] = None,
+                    check_dataloaders: Sequence[str] = ()) -> Config:
+    """What tools/train.py and tools/test.py do first: read the config, apply the command
+    line, check the data (:func:`check_data`) and adapt to the device
+    (:func:`adapt_to_device`). ``work_dir`` defaults to ``work_dirs/<config name>``."""
+    cfg = Config.fromfile(path)
+    cfg.launcher = launcher
+    if cfg_options is not None:
+        cfg.merge_from_dict(cfg_options)
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = os.path.join('./work_dirs', os.path.splitext(os.path.basename(path))[0])
+    check_data(cfg, check_dataloaders)
+    adapt_to_device(cfg)
+    return cfg
 
 
 def replace_sync_bn(node: Any) -> int:

@@ -1,5 +1,6 @@
 """Shared test fixtures' building blocks: seeded timm models and checkpoints in every format."""
 import os
+import uuid
 from typing import Dict
 
 import timm
@@ -86,7 +87,8 @@ def train_toy_runner(work_dir: str, max_iters: int = 2, resume: bool = False):
             return dict(inputs=torch.randn(2, generator=g), data_samples=torch.randn(1, generator=g))
 
     runner = Runner(
-        model=ToyModel(), work_dir=work_dir, experiment_name='toy',
+        # A unique name: mmengine shares MessageHub instances between runners of one name.
+        model=ToyModel(), work_dir=work_dir, experiment_name=f'toy_{uuid.uuid4().hex}',
         train_dataloader=dict(dataset=ToyDataset(), batch_size=2, num_workers=0,
                               sampler=dict(type='DefaultSampler', shuffle=True),
                               collate_fn=dict(type='default_collate')),

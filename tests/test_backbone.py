@@ -21,10 +21,15 @@ def test_registered_in_mmseg_models():
     assert MODELS.get('InceptionNeXt') is InceptionNeXt
 
 
+@pytest.mark.parametrize('path', [
+    dict(fast_inference=False, channels_last=False),  # the plain path, NCHW
+    dict(fast_inference=False),  # plain, channels-last (the training layout)
+    dict(),  # the default: fused inference path (mmseg_incnext.deploy)
+])
 @pytest.mark.parametrize('arch', ['atto', 'tiny', 'small', 'base'])
-def test_features_match_timm_with_same_weights(arch):
+def test_features_match_timm_with_same_weights(arch, path):
     reference = seeded_timm_model(arch, seed=1)
-    ours = build(arch=arch).eval()
+    ours = build(arch=arch, **path).eval()
     state = {k: v for k, v in reference.state_dict().items() if not k.startswith('head.')}
     result = ours.load_state_dict(state, strict=True)
     assert not result.missing_keys and not result.unexpected_keys
@@ -32,6 +37,7 @@ def test_features_match_timm_with_same_weights(arch):
     expected = timm_stage_outputs(reference, x)
     with torch.no_grad():
         got = ours(x)
+    assert (ours._fused_cache is not None) == ours.fast_inference
     assert len(got) == 4
     for stage, (g, e) in enumerate(zip(got, expected)):
         assert g.shape == e.shape, stage

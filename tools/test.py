@@ -5,10 +5,11 @@ multi-scale (--tta); its Semantic FPN numbers are single-scale.
 """
 import argparse
 import os
-import os.path as osp
 
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction
 from mmengine.runner import Runner
+
+from mmseg_incnext.runtime import finish_distributed, load_run_config
 
 
 def parse_args():
@@ -34,21 +35,10 @@ def parse_args():
 
 def main():
     args = parse_args()
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    if not osp.isfile(args.checkpoint):
+    if not os.path.isfile(args.checkpoint):
         raise FileNotFoundError(f'Checkpoint file not found: {args.checkpoint}')
-
-    from mmseg_incnext.runtime import adapt_to_device, check_data, finish_distributed
-    check_data(cfg, ['test_dataloader'])
-    adapt_to_device(cfg)
-
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg = load_run_config(args.config, args.launcher, args.cfg_options, args.work_dir,
+                          check_dataloaders=['test_dataloader'])
     cfg.load_from = args.checkpoint
 
     if args.show or args.show_dir:

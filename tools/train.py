@@ -9,13 +9,13 @@ folders are checked before anything is built.
 import argparse
 import logging
 import os
-import os.path as osp
 
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction
 from mmengine.logging import print_log
 from mmengine.runner import Runner
 
 from mmseg.registry import RUNNERS
+from mmseg_incnext.runtime import finish_distributed, load_run_config
 
 
 def parse_args():
@@ -39,19 +39,8 @@ def parse_args():
 
 def main():
     args = parse_args()
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-
-    from mmseg_incnext.runtime import adapt_to_device, check_data, finish_distributed
-    check_data(cfg, ['train_dataloader', 'val_dataloader'])
-    adapt_to_device(cfg)
-
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg = load_run_config(args.config, args.launcher, args.cfg_options, args.work_dir,
+                          check_dataloaders=['train_dataloader', 'val_dataloader'])
 
     if args.amp:
         if cfg.optim_wrapper.get('type', 'OptimWrapper') == 'AmpOptimWrapper':

@@ -3,6 +3,7 @@
 Parameter names follow the released ImageNet checkpoints (and timm's ``inception_next_*``)
 so that the weights load by exact key match; see :mod:`mmseg_incnext.weights`.
 """
+import warnings
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -210,6 +211,12 @@ class InceptionNeXt(BaseModule):
             ``frozen_stages`` stages with their output norms; 0 freezes nothing.
         norm_eval (bool): Keep every BatchNorm in eval mode during training.
         with_cp (bool): Gradient checkpointing of each block, to save memory.
+        channels_last (bool): Run in channels-last memory format (parameters and input),
+            which is faster for these convolutions on CPUs and recent GPUs. Defaults to True.
+        fast_inference (bool): In eval mode without autograd (testing, ``inference_model``),
+            run a fused copy with the BatchNorms and layer scales folded into the
+            convolutions (:mod:`mmseg_incnext.deploy`); same outputs to ~1e-6. The copy is
+            rebuilt whenever the weights change. Defaults to True.
         init_cfg (dict | list | None): ``dict(type='Pretrained', checkpoint=...)`` loads a
             released ``.pth``, a timm ``.safetensors``, an mmseg segmentor checkpoint or a
             URL (see :mod:`mmseg_incnext.weights`); otherwise truncated-normal init.
@@ -240,6 +247,8 @@ class InceptionNeXt(BaseModule):
                  frozen_stages: int = 0,
                  norm_eval: bool = False,
                  with_cp: bool = False,
+                 channels_last: bool = True,
+                 fast_inference: bool = True,
                  init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         self.arch = self._resolve_arch(arch)
@@ -257,6 +266,9 @@ class InceptionNeXt(BaseModule):
         self.in_channels = in_channels
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.fast_inference = fast_inference
+        self._fused_cache: Optional[tuple] = None
 
         self.stem = Stem(in_channels, dims[0], norm_cfg)
 
@@ -284,6 +296,7 @@ class InceptionNeXt(BaseModule):
             norm = build_norm_layer(out_norm_cfg, dims[i])[1] if out_norm_cfg else nn.Identity()
             self.add_module(f'norm{i}', norm)
 
+        self.to(memory_format=self.memory_format)
         self._freeze_stages()
 
     @classmethod
@@ -359,13 +372,35 @@ class InceptionNeXt(BaseModule):
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         self._check_input(x)
-        x = self.stem(x)
+        if self.fast_inference and not self.training and not torch.is_grad_enabled():
+            fused = self._fused()
+            if fused is not None:
+                return fused(x)
+        x = self.stem(x.contiguous(memory_format=self.memory_format))
         outs = []
         for i, stage in enumerate(self.stages):
             x = stage(x)
             if i in self.out_indices:
                 outs.append(getattr(self, f'norm{i}')(x))
         return tuple(outs)
+
+    def _fused(self) -> Optional[nn.Module]:
+        """The fused inference copy for the current weights (built on first use and again
+        after any parameter or buffer changes: training steps, loading, moving)."""
+        from mmseg_incnext.deploy import fuse_for_inference
+        key = tuple((t.data_ptr(), t._version) for t in
+                    (*self.parameters(), *self.buffers()))
+        if self._fused_cache is None or self._fused_cache[0] != key:
+            try:
+                # Built outside inference mode so that its tensors are ordinary ones.
+                with torch.inference_mode(False):
+                    fused = fuse_for_inference(self, memory_format=self.memory_format)
+            except TypeError as err:  # e.g. a norm_cfg other than BatchNorm
+                warnings.warn(f'InceptionNeXt fast inference is off: {err}')
+                self.fast_inference = False
+                return None
+            self._fused_cache = (key, fused)
+        return self._fused_cache[1]
 
     def _freeze_stages(self) -> None:
         if self.frozen_stages == 0:

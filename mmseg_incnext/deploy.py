@@ -1,0 +1,314 @@
+"""Inference fast path for the InceptionNeXt backbone.
+
+:func:`fuse_for_inference` turns a trained :class:`~mmseg_incnext.InceptionNeXt` into an
+inference-only module with the same outputs (eval-mode semantics, fp32 max abs difference
+well below 1e-4) and less work per image:
+
+* every BatchNorm and the layer scale are folded into a neighbouring convolution: the stem
+  BN into the stem conv, each downsampling BN into the following 2x2 conv (odd sizes are
+  padded with the per-channel value that the BN maps to 0, so they stay exact), the block
+  norm into ``mlp.fc1`` (the token mixer and the BN are both per-channel, so
+  ``fc1(bn(y)) = fc1'(y)``) and ``gamma`` into ``mlp.fc2``;
+* the feature maps stay in ``channels_last`` memory format, so the two 1x1 convs of each
+  block run as plain matrix products on the ``(N*H*W, C)`` view, with no layout copies;
+* on CPU with oneDNN, the block's MLP runs as two fused oneDNN matmuls: ``fc1 + GELU``
+  (exact erf GELU) and ``fc2 + residual add``; elsewhere (CUDA, no oneDNN) the same math
+  runs with ``F.linear``, an in-place GELU and an in-place residual add;
+* stages after the last requested output are skipped.
+
+The backbone uses this path by itself (``fast_inference=True``, the default) whenever it
+runs in eval mode without autograd, as in testing and ``mmseg.apis.inference_model``; the
+fused copy is cached and rebuilt when the weights change. :func:`fuse_segmentor` swaps the
+backbone of a segmentor for its fused copy explicitly, e.g. for export.
+"""
+from typing import Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from mmseg_incnext.models.backbones.inceptionnext import (InceptionNeXt, MetaNeXtBlock,
+                                                          pad_to_multiple)
+
+__all__ = ['FusedInceptionNeXt', 'fuse_for_inference', 'fuse_segmentor', 'fused_mlp_available']
+
+_Affine = Tuple[torch.Tensor, torch.Tensor]
+
+
+def _bn_affine(bn: nn.Module, channels: int) -> _Affine:
+    """Eval-mode BatchNorm as ``x * scale + shift`` (float64); Identity gives (1, 0)."""
+    if isinstance(bn, nn.Identity):
+        return torch.ones(channels, dtype=torch.float64), torch.zeros(channels, dtype=torch.float64)
+    if not isinstance(bn, _BatchNorm) or bn.running_mean is None:
+        raise TypeError(f'fuse_for_inference only folds BatchNorm layers with running '
+                        f'statistics, got {type(bn).__name__}')
+    var = bn.running_var.detach().double()
+    mean = bn.running_mean.detach().double()
+    scale = torch.rsqrt(var + bn.eps)
+    if bn.weight is not None:
+        scale = scale * bn.weight.detach().double()
+    shift = -mean * scale
+    if bn.bias is not None:
+        shift = shift + bn.bias.detach().double()
+    return scale, shift
+
+
+def _buffer(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return t.to(dtype=like.dtype, device=like.device).contiguous()
+
+
+def fused_mlp_available() -> bool:
+    """Whether this torch build has the oneDNN fused matmul ops used on CPU."""
+    try:
+        return (torch.backends.mkldnn.is_available()
+                and hasattr(torch.ops.mkldnn, '_linear_pointwise'))
+    except (AttributeError, RuntimeError):
+        return False
+
+
+class _InferenceOnly(nn.Module):
+    """Base of the fused modules: they have buffers only, and no training mode."""
+
+    def train(self, mode: bool = True) -> 'nn.Module':
+        if mode:
+            raise RuntimeError(
+                f'{type(self).__name__} is an inference-only fused copy of the backbone (its '
+                'BatchNorms and layer scales are folded into the convolutions); train the '
+                'original InceptionNeXt instead')
+        return super().train(False)
+
+
+class FusedStem(_InferenceOnly):
+    """Stem conv (4x4, stride 4) with the following BatchNorm folded in."""
+
+    def __init__(self, stem: nn.Module) -> None:
+        super().__init__()
+        conv, norm = stem[0], stem[1]
+        scale, shift = _bn_affine(norm, conv.out_channels)
+        weight = conv.weight.detach().double() * scale.view(-1, 1, 1, 1)
+        bias = shift if conv.bias is None else conv.bias.detach().double() * scale + shift
+        self.register_buffer('weight', _buffer(weight, conv.weight))
+        self.register_buffer('bias', _buffer(bias, conv.weight))
+        self.stride = conv.stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(pad_to_multiple(x, 4), self.weight, self.bias, self.stride)
+
+
+class FusedDownsample(_InferenceOnly):
+    """BatchNorm then 2x2 stride-2 conv, as one conv.
+
+    The original zero-pads odd sizes *after* the BN; here the input is padded with
+    ``-shift / scale`` per channel, which the folded BN maps to exactly that zero.  A BN
+    with a (near) zero scale cannot be inverted like this; it keeps the BN unfused.
+    """
+
+    def __init__(self, downsample: nn.Module) -> None:
+        super().__init__()
+        norm, conv = downsample[0], downsample[1]
+        scale, shift = _bn_affine(norm, conv.in_channels)
+        w = conv.weight.detach().double()
+        b = torch.zeros(conv.out_channels, dtype=torch.float64) if conv.bias is None \
+            else conv.bias.detach().double()
+        self.stride = conv.stride
+        invertible = bool((scale.abs() > 1e-6 * scale.abs().max().clamp_min(1e-30)).all())
+        self.folded = invertible
+        if invertible:
+            weight = w * scale.view(1, -1, 1, 1)
+            bias = b + (w * shift.view(1, -1, 1, 1)).sum(dim=(1, 2, 3))
+            self.register_buffer('pad_value', _buffer(-shift / scale, conv.weight).view(1, -1, 1, 1))
+        else:
+            weight, bias = w, b
+            self.register_buffer('scale', _buffer(scale, conv.weight).view(1, -1, 1, 1))
+            self.register_buffer('shift', _buffer(shift, conv.weight).view(1, -1, 1, 1))
+        self.register_buffer('weight', _buffer(weight, conv.weight))
+        self.register_buffer('bias', _buffer(bias, conv.weight))
+
+    def _pad(self, x: torch.Tensor) -> torch.Tensor:
+        pad_h, pad_w = -x.shape[-2] % 2, -x.shape[-1] % 2
+        if not (pad_h or pad_w):
+            return x
+        n, c, h, w = x.shape
+        fmt = (torch.channels_last if x.is_contiguous(memory_format=torch.channels_last)
+               and not x.is_contiguous() else torch.contiguous_format)
+        out = self.pad_value.to(x.dtype).expand(n, c, h + pad_h, w + pad_w).contiguous(
+            memory_format=fmt)
+        out[:, :, :h, :w] = x
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.folded:
+            x = self._pad(x)
+        else:
+            x = pad_to_multiple(torch.addcmul(self.shift, x, self.scale), 2)
+        return F.conv2d(x, self.weight, self.bias, self.stride)
+
+
+class FusedBlock(_InferenceOnly):
+    """MetaNeXt block with the norm folded into ``fc1`` and ``gamma`` into ``fc2``.
+
+    Computes ``x + fc2'(gelu(fc1'(token_mixer(x))))``.  The 1x1 convs are stored as
+    ``(out, in)`` matrices and applied to the channels-last ``(N, H, W, C)`` view.
+    """
+
+    def __init__(self, block: MetaNeXtBlock) -> None:
+        super().__init__()
+        mixer, mlp = block.token_mixer, block.mlp
+        self.identity_channels = mixer.identity_channels
+        self.branch_channels = mixer.branch_channels
+        for name in ('dwconv_hw', 'dwconv_w', 'dwconv_h'):
+            conv = getattr(mixer, name)
+            self.register_buffer(f'{name}_weight', conv.weight.detach().clone())
+            self.register_buffer(f'{name}_bias', None if conv.bias is None
+                                 else conv.bias.detach().clone())
+            setattr(self, f'{name}_padding', conv.padding)
+        channels = mlp.fc1.in_channels
+        scale, shift = _bn_affine(block.norm, channels)
+        w1 = mlp.fc1.weight.detach().double().flatten(1)
+        b1 = mlp.fc1.bias.detach().double() if mlp.fc1.bias is not None else 0
+        w2 = mlp.fc2.weight.detach().double().flatten(1)
+        b2 = mlp.fc2.bias.detach().double() if mlp.fc2.bias is not None \
+            else torch.zeros(channels, dtype=torch.float64)
+        fc1_w, fc1_b = w1 * scale.view(1, -1), w1 @ shift + b1
+        if block.gamma is not None:
+            g = block.gamma.detach().double()
+            w2, b2 = w2 * g.view(-1, 1), b2 * g
+        ref = mlp.fc1.weight
+        self.register_buffer('fc1_weight', _buffer(fc1_w, ref))
+        self.register_buffer('fc1_bias', _buffer(fc1_b, ref))
+        self.register_buffer('fc2_weight', _buffer(w2, ref))
+        self.register_buffer('fc2_bias', _buffer(b2, ref))
+        self._packed: Optional[tuple] = None
+
+    def _packed_weights(self, rows: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        # oneDNN's blocked weight layout saves a reorder per call. It is a cache, not a
+        # buffer (opaque tensors do not serialise), rebuilt when the buffers are replaced
+        # (e.g. moved); they are never modified in place.
+        key = (self.fc1_weight.data_ptr(), self.fc2_weight.data_ptr())
+        if self._packed is None or self._packed[0] != key:
+            pack = torch.ops.mkldnn._reorder_linear_weight
+            self._packed = (key, pack(self.fc1_weight, rows), pack(self.fc2_weight, rows))
+        return self._packed[1], self._packed[2]
+
+    def token_mixer(self, x: torch.Tensor) -> torch.Tensor:
+        """The Inception depthwise conv: (identity, k x k, 1 x k_b, k_b x 1) channel groups."""
+        i, g = self.identity_channels, self.branch_channels
+        return torch.cat((
+            x[:, :i],
+            F.conv2d(x[:, i:i + g], self.dwconv_hw_weight, self.dwconv_hw_bias, 1,
+                     self.dwconv_hw_padding, 1, g),
+            F.conv2d(x[:, i + g:i + 2 * g], self.dwconv_w_weight, self.dwconv_w_bias, 1,
+                     self.dwconv_w_padding, 1, g),
+            F.conv2d(x[:, i + 2 * g:], self.dwconv_h_weight, self.dwconv_h_bias, 1,
+                     self.dwconv_h_padding, 1, g),
+        ), dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mixed = self.token_mixer(x)
+        channels_last = x.is_contiguous(memory_format=torch.channels_last) and \
+            mixed.is_contiguous(memory_format=torch.channels_last)
+        if not channels_last:
+            hidden = F.gelu(F.conv2d(mixed, self.fc1_weight[:, :, None, None], self.fc1_bias))
+            return x + F.conv2d(hidden, self.fc2_weight[:, :, None, None], self.fc2_bias)
+        tokens, residual = mixed.permute(0, 2, 3, 1), x.permute(0, 2, 3, 1)
+        if x.device.type == 'cpu' and x.dtype == torch.float32 and fused_mlp_available():
+            w1, w2 = self._packed_weights(tokens.shape[0] * tokens.shape[1] * tokens.shape[2])
+            hidden = torch.ops.mkldnn._linear_pointwise(
+                tokens, w1, self.fc1_bias, 'gelu', [None], 'none')
+            out = torch.ops.mkldnn._linear_pointwise.binary(
+                hidden, residual, w2, self.fc2_bias, 'add')
+        else:
+            hidden = F.gelu(F.linear(tokens, self.fc1_weight, self.fc1_bias))
+            out = F.linear(hidden, self.fc2_weight, self.fc2_bias).add_(residual)
+        return out.permute(0, 3, 1, 2)
+
+
+class FusedInceptionNeXt(_InferenceOnly):
+    """Inference-only InceptionNeXt with folded norms; built by :func:`fuse_for_inference`.
+
+    ``forward(x)`` returns the same tuple of NCHW feature maps as the source backbone's
+    eval-mode forward (output norms included).  Internally the maps are channels-last;
+    ``output_memory_format`` selects the memory format of the returned maps.  Holds
+    buffers only: ``.train()`` and forwards that need gradients raise ``RuntimeError``.
+    """
+
+    def __init__(self, backbone: InceptionNeXt,
+                 memory_format: torch.memory_format = torch.channels_last,
+                 output_memory_format: Optional[torch.memory_format] = None) -> None:
+        super().__init__()
+        self.in_channels = backbone.in_channels
+        self.arch_name = backbone.arch_name
+        self.dims = tuple(backbone.dims)
+        self.out_indices = tuple(backbone.out_indices)
+        self.memory_format = memory_format
+        self.output_memory_format = output_memory_format
+        last = max(self.out_indices)
+        self.stem = FusedStem(backbone.stem)
+        self.stages = nn.ModuleList()
+        for i in range(last + 1):
+            stage = backbone.stages[i]
+            layers = [] if stage.downsample is None else [FusedDownsample(stage.downsample)]
+            layers += [FusedBlock(block) for block in stage.blocks]
+            self.stages.append(nn.Sequential(*layers))
+        for i in self.out_indices:
+            scale, shift = _bn_affine(getattr(backbone, f'norm{i}'), self.dims[i])
+            ref = self.stem.weight
+            self.register_buffer(f'out_scale{i}', _buffer(scale, ref).view(1, -1, 1, 1))
+            self.register_buffer(f'out_shift{i}', _buffer(shift, ref).view(1, -1, 1, 1))
+        super().train(False)
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        if torch.is_grad_enabled() and x.requires_grad:
+            raise RuntimeError('FusedInceptionNeXt is inference-only and does not propagate '
+                               'gradients; use the original InceptionNeXt for training')
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f'InceptionNeXt-{self.arch_name} expects an N x {self.in_channels} '
+                             f'x H x W input, got shape {tuple(x.shape)}')
+        with torch.no_grad():
+            x = self.stem(x.contiguous(memory_format=self.memory_format))
+            outs = []
+            for i, stage in enumerate(self.stages):
+                x = stage(x)
+                if i in self.out_indices:
+                    out = torch.addcmul(getattr(self, f'out_shift{i}'), x,
+                                        getattr(self, f'out_scale{i}'))
+                    if self.output_memory_format is not None:
+                        out = out.contiguous(memory_format=self.output_memory_format)
+                    outs.append(out)
+        return tuple(outs)
+
+
+def fuse_for_inference(backbone: InceptionNeXt,
+                       memory_format: torch.memory_format = torch.channels_last,
+                       output_memory_format: Optional[torch.memory_format] = None
+                       ) -> FusedInceptionNeXt:
+    """Build the inference fast path of ``backbone`` (which is left untouched).
+
+    Args:
+        backbone: A trained :class:`InceptionNeXt` with BatchNorm norms (BN or SyncBN);
+            its eval-mode forward is reproduced whatever its current mode.
+        memory_format: Internal layout; ``torch.channels_last`` (default) is the fast one.
+        output_memory_format: Layout of the returned maps; ``None`` (default) returns them
+            in the internal layout, ``torch.contiguous_format`` copies them to plain NCHW.
+
+    Returns:
+        A :class:`FusedInceptionNeXt` on the backbone's device and dtype.
+    """
+    if not isinstance(backbone, InceptionNeXt):
+        raise TypeError(f'fuse_for_inference expects an InceptionNeXt, got '
+                        f'{type(backbone).__name__}')
+    return FusedInceptionNeXt(backbone, memory_format, output_memory_format)
+
+
+def fuse_segmentor(segmentor: nn.Module, **kwargs) -> nn.Module:
+    """Replace ``segmentor.backbone`` by its fused inference path, in place.
+
+    The segmentor is put in eval mode; calling ``segmentor.train()`` afterwards raises.
+    Keyword arguments go to :func:`fuse_for_inference`.  Returns the segmentor.
+    """
+    backbone = getattr(segmentor, 'backbone', None)
+    if isinstance(backbone, FusedInceptionNeXt):
+        return segmentor.eval()
+    segmentor.backbone = fuse_for_inference(backbone, **kwargs)
+    return segmentor.eval()

@@ -1,0 +1,217 @@
+"""The inference fast path (:mod:`mmseg_incnext.deploy`) and the speed benchmark."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import mmseg_incnext  # noqa: F401  (registers the backbone)
+from mmseg.registry import MODELS
+from mmseg_incnext.deploy import FusedInceptionNeXt, fuse_for_inference, fuse_segmentor
+from tests.helpers import REPO_ROOT, seeded_timm_model
+
+SIZES = [(64, 96), (67, 45), (20, 33), (33, 67)]
+
+
+def randomise_out_norms(model):
+    with torch.no_grad():
+        for i in model.out_indices:
+            norm = getattr(model, f'norm{i}')
+            norm.running_mean.normal_(0, 0.2)
+            norm.running_var.uniform_(0.5, 1.5)
+            norm.weight.normal_(1.0, 0.1)
+            norm.bias.normal_(0, 0.1)
+    return model
+
+
+def seeded_backbone(arch, seed=0, **kwargs):
+    """Our backbone with randomised weights, BN statistics and layer scales (eval mode),
+    running its plain path unless ``fast_inference=True`` is passed."""
+    reference = seeded_timm_model(arch, seed=seed)
+    kwargs.setdefault('fast_inference', False)
+    model = MODELS.build(dict(type='InceptionNeXt', arch=arch, **kwargs))
+    state = {k: v for k, v in reference.state_dict().items() if not k.startswith('head.')}
+    model.load_state_dict(state, strict=False)
+    return randomise_out_norms(model).eval()
+
+
+def assert_same_outputs(expected, got):
+    assert len(expected) == len(got)
+    for stage, (e, g) in enumerate(zip(expected, got)):
+        assert e.shape == g.shape, stage
+        assert (e - g).abs().max().item() <= 1e-4, f'stage {stage}'
+
+
+@pytest.mark.parametrize('arch', ['atto', 'tiny'])
+@pytest.mark.parametrize('size', SIZES)
+def test_fused_matches_plain_eval(arch, size):
+    model = seeded_backbone(arch, seed=3)
+    fused = fuse_for_inference(model)
+    x = torch.randn(2, 3, *size)
+    with torch.no_grad():
+        expected = model(x)
+    assert_same_outputs(expected, fused(x))
+    # channels_last input and plain-NCHW outputs give the same numbers too
+    fused_nchw = fuse_for_inference(model, output_memory_format=torch.contiguous_format)
+    got = fused_nchw(x.contiguous(memory_format=torch.channels_last))
+    assert all(o.is_contiguous() for o in got)
+    assert_same_outputs(expected, got)
+
+
+def test_fused_matches_with_nchw_internal_layout():
+    model = seeded_backbone('atto', seed=4)
+    fused = fuse_for_inference(model, memory_format=torch.contiguous_format)
+    x = torch.randn(1, 3, 67, 45)
+    with torch.no_grad():
+        assert_same_outputs(model(x), fused(x))
+
+
+def test_fused_is_sensitive_to_every_weight_kind():
+    """A parity check that cannot pass by accident: perturbing a folded weight breaks it."""
+    model = seeded_backbone('atto', seed=5)
+    x = torch.randn(1, 3, 67, 45)
+    with torch.no_grad():
+        expected = model(x)
+        for name in ('stages.2.blocks.1.norm.running_var', 'stages.2.blocks.1.gamma',
+                     'stages.2.downsample.0.bias', 'stem.1.running_mean', 'norm3.weight'):
+            broken = seeded_backbone('atto', seed=5)
+            broken.state_dict()[name].mul_(1.5).add_(0.1)
+            got = fuse_for_inference(broken)(x)
+            assert (got[3] - expected[3]).abs().max().item() > 1e-3, name
+
+
+def test_downsample_with_zero_bn_scale_falls_back_and_stays_exact():
+    model = seeded_backbone('atto', seed=6)
+    with torch.no_grad():
+        model.stages[1].downsample[0].weight[:3] = 0
+    fused = fuse_for_inference(model)
+    assert not fused.stages[1][0].folded and fused.stages[2][0].folded
+    x = torch.randn(1, 3, 67, 45)
+    with torch.no_grad():
+        assert_same_outputs(model(x), fused(x))
+
+
+def test_out_indices_subset_skips_later_stages():
+    model = seeded_backbone('atto', seed=7, out_indices=(0, 2))
+    fused = fuse_for_inference(model)
+    assert len(fused.stages) == 3
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert_same_outputs(model(x), fused(x))
+
+
+def test_original_weights_untouched():
+    model = seeded_backbone('atto', seed=8)
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fused = fuse_for_inference(model)
+    with torch.no_grad():
+        fused(torch.randn(1, 3, 64, 64))
+    after = model.state_dict()
+    assert before.keys() == after.keys()
+    for k, v in before.items():
+        assert torch.equal(v, after[k]), k
+    assert model.training  # its mode is not changed either
+    assert all(not t.data_ptr() == s.data_ptr() for t in fused.buffers()
+               for s in model.parameters())
+
+
+def test_training_is_refused():
+    fused = fuse_for_inference(seeded_backbone('atto'))
+    assert not fused.training
+    with pytest.raises(RuntimeError, match='inference-only'):
+        fused.train()
+    with pytest.raises(RuntimeError, match='inference-only'):
+        fused(torch.randn(1, 3, 64, 64, requires_grad=True))
+    assert list(fused.parameters()) == []
+    # eval() and plain forwards with grad mode on are fine
+    fused.eval()
+    out = fused(torch.randn(1, 3, 64, 64))
+    assert not out[0].requires_grad
+
+
+def test_wrong_input_is_named():
+    fused = fuse_for_inference(seeded_backbone('atto'))
+    with pytest.raises(ValueError, match='expects an N x 3'):
+        fused(torch.randn(1, 4, 64, 64))
+    with pytest.raises(TypeError, match='InceptionNeXt'):
+        fuse_for_inference(torch.nn.Conv2d(3, 3, 1))
+
+
+def test_fuse_segmentor_in_place_and_refuses_train():
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+
+    from mmseg_incnext.runtime import replace_sync_bn
+    cfg = Config.fromfile(os.path.join(REPO_ROOT, 'configs/fpn/incnext_t_ade20k.py'))
+    cfg.model.backbone.init_cfg = None
+    cfg.model.backbone.arch = 'atto'
+    cfg.model.backbone.fast_inference = False  # the reference: the plain path
+    cfg.model.neck.in_channels = [40, 80, 160, 320]
+    replace_sync_bn(cfg.model)
+    init_default_scope('mmseg')
+    segmentor = MODELS.build(cfg.model).eval()
+    randomise_out_norms(segmentor.backbone)
+    x = torch.randn(1, 3, 67, 45)
+    with torch.no_grad():
+        expected = segmentor(x, mode='tensor')
+    assert fuse_segmentor(segmentor) is segmentor
+    assert isinstance(segmentor.backbone, FusedInceptionNeXt)
+    with torch.no_grad():
+        got = segmentor(x, mode='tensor')
+    assert (got - expected).abs().max().item() <= 1e-4
+    with pytest.raises(RuntimeError, match='inference-only'):
+        segmentor.train()
+
+
+def test_backbone_uses_the_fused_path_in_inference_and_follows_weight_changes():
+    model = seeded_backbone('atto', seed=10, fast_inference=True)
+    plain = seeded_backbone('atto', seed=10)
+    x = torch.randn(1, 3, 67, 45)
+    with torch.no_grad():
+        assert_same_outputs(plain(x), model(x))
+        fused = model._fused_cache[1]
+        model(x)
+        assert model._fused_cache[1] is fused  # built once, reused
+    # A training step changes the weights: the next inference rebuilds the fused copy.
+    model.train()
+    plain.train()
+    for m in (model, plain):
+        torch.optim.SGD(m.parameters(), lr=0.1).zero_grad()
+        sum(o.sum() for o in m(x)).backward()
+        with torch.no_grad():
+            for p in m.parameters():
+                p -= 0.1 * p.grad
+    model.eval()
+    plain.eval()
+    with torch.no_grad():
+        assert_same_outputs(plain(x), model(x))
+    assert model._fused_cache[1] is not fused
+    # With autograd on (e.g. gradients w.r.t. the input), the plain path runs.
+    x.requires_grad_(True)
+    assert model(x)[0].requires_grad
+
+
+def test_benchmark_smoke(tmp_path):
+    out = tmp_path / 'bench.json'
+    cmd = [sys.executable, os.path.join(REPO_ROOT, 'tools', 'benchmark.py'), '--sizes', '32',
+           '--batch', '2', '--warmup', '0', '--repeats', '2', '--threads', '1',
+           '--arch', 'atto', '--only', 'InceptionNeXt-A (ours', '--json', str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert 'x ConvNeXt-T' in proc.stdout and 'unfused' in proc.stdout
+    result = json.loads(out.read_text())
+    modes = [run['mode'] for run in result['runs']]
+    assert modes == ['infer', 'train']
+    for run in result['runs']:
+        rows = {(r['model'], r['layout']): r for r in run['rows']}
+        for key in [('ConvNeXt-T', 'cl'), ('timm-InceptionNeXt-A', 'nchw'),
+                    ('InceptionNeXt-A (ours)', 'cl')]:
+            assert rows[key]['img_s'] > 0 and rows[key]['peak_mib'] is not None, key
+        assert len(rows[('InceptionNeXt-A (ours)', 'cl')]) and \
+            sum(r['best_layout'] for r in run['rows']
+                if r['model'] == 'InceptionNeXt-A (ours)') == 1
+    infer = {(r['model'], r['layout']) for r in result['runs'][0]['rows']}
+    assert ('InceptionNeXt-A (ours, unfused)', 'nchw') in infer
