@@ -179,7 +179,7 @@ def test_backbone_uses_the_fused_path_in_inference_and_follows_weight_changes():
     model.train()
     plain.train()
     for m in (model, plain):
-        torch.optim.SGD(m.parameters(), lr=0.1).zero_grad()
+        m.zero_grad()
         sum(o.sum() for o in m(x)).backward()
         with torch.no_grad():
             for p in m.parameters():
@@ -189,9 +189,17 @@ def test_backbone_uses_the_fused_path_in_inference_and_follows_weight_changes():
     with torch.no_grad():
         assert_same_outputs(plain(x), model(x))
     assert model._fused_cache[1] is not fused
-    # With autograd on (e.g. gradients w.r.t. the input), the plain path runs.
+    # Loading other weights in eval mode (no .train() in between) is noticed too.
+    other = seeded_backbone('atto', seed=11).state_dict()
+    model.load_state_dict(other)
+    plain.load_state_dict(other)
+    with torch.no_grad():
+        assert_same_outputs(plain(x), model(x))
+    assert not model.train()._fused_cache  # dropped when training resumes
+    # In eval mode with autograd on (e.g. gradients w.r.t. the input), the plain path runs.
+    model.eval()
     x.requires_grad_(True)
-    assert model(x)[0].requires_grad
+    assert model(x)[0].requires_grad and model._fused_cache is None
 
 
 def test_benchmark_smoke(tmp_path):

@@ -417,6 +417,8 @@ class InceptionNeXt(BaseModule):
 
     def train(self, mode: bool = True) -> 'InceptionNeXt':
         super().train(mode)
+        if mode:
+            self._fused_cache = None  # stale once training resumes; frees its memory
         self._freeze_stages()
         if mode and self.norm_eval:
             for module in self.modules():
