@@ -19,6 +19,7 @@ with numpy arrays, numpy scalars, and class methods pickled through ``builtins.g
   of passing on torch's advice to set ``weights_only=False``.
 """
 import copyreg
+import os
 import pickle
 from typing import Any, Callable, List, Tuple, Union
 
@@ -83,7 +84,6 @@ def _safe_globals() -> List[Union[Callable, Tuple[Callable, str]]]:
 
 def load_from_local_weights_only(filename: str, map_location=None, logger=None) -> Any:
     """mmengine's loader for local files, with ``weights_only=True`` and a clear refusal."""
-    import os
     filename = os.path.expanduser(filename)
     if not os.path.isfile(filename):
         raise FileNotFoundError(f'{filename} can not be found.')

@@ -77,9 +77,11 @@ def test_dist_train_two_processes_on_cpu(tmp_path, tiny_ade20k, released_weights
     config = write_tiny_config(str(tmp_path), 'configs/fpn/incnext_t_ade20k.py', tiny_ade20k,
                                released_weights('tiny'))
     work = str(tmp_path / 'work')
-    out = run(['bash', 'tools/dist_train.sh', config, '2', '--work-dir', work],
+    out = run(['bash', 'tools/dist_train.sh', config, '2', '--work-dir', work, '--auto-scale-lr'],
               env=dict(PORT=str(free_port()), OMP_NUM_THREADS='1'))
     assert 'Distributed training: True' in out and 'GPU number: 2' in out  # world size
+    # 2 processes x 2 images against the paper's 32: the lr is scaled by 4 / 32.
+    assert 'current batch size is 4. Scaling the original LR by 0.125' in out
     assert 'Iter(train) [2/2]' in out and 'mIoU' in out
     assert os.path.isfile(os.path.join(work, 'iter_2.pth'))
     # torchrun exits 0 only if both ranks exited 0; the log of each run has one line
