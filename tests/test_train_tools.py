@@ -73,7 +73,7 @@ def test_mmseg_own_tools_work_unmodified(tiny_upernet, tmp_path):
     assert 0.0 <= miou(out) <= 100.0
 
 
-def test_dist_train_two_processes_on_cpu(tmp_path, tiny_ade20k, released_weights):
+def test_dist_train_and_test_two_processes_on_cpu(tmp_path, tiny_ade20k, released_weights):
     config = write_tiny_config(str(tmp_path), 'configs/fpn/incnext_t_ade20k.py', tiny_ade20k,
                                released_weights('tiny'))
     work = str(tmp_path / 'work')
@@ -87,6 +87,10 @@ def test_dist_train_two_processes_on_cpu(tmp_path, tiny_ade20k, released_weights
     # torchrun exits 0 only if both ranks exited 0; the log of each run has one line
     # per rank creating its process group.
     assert out.count('No CUDA device') == 2
+
+    out = run(['bash', 'tools/dist_test.sh', config, os.path.join(work, 'iter_2.pth'), '2',
+               '--work-dir', work], env=dict(PORT=str(free_port()), OMP_NUM_THREADS='1'))
+    assert 'GPU number: 2' in out and 0.0 <= miou(out) <= 100.0
 
 
 def test_missing_data_root_fails_before_building(tmp_path, released_weights):
