@@ -58,13 +58,20 @@ def _buffer(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return t.to(dtype=like.dtype, device=like.device).contiguous()
 
 
-def fused_mlp_available() -> bool:
-    """Whether this torch build has the oneDNN fused matmul ops used on CPU."""
+def _probe_onednn_mlp() -> bool:
     try:
         return (torch.backends.mkldnn.is_available()
                 and hasattr(torch.ops.mkldnn, '_linear_pointwise'))
     except (AttributeError, RuntimeError):
         return False
+
+
+_ONEDNN_MLP = _probe_onednn_mlp()
+
+
+def fused_mlp_available() -> bool:
+    """Whether this torch build has the oneDNN fused matmul ops used on CPU."""
+    return _ONEDNN_MLP
 
 
 class _InferenceOnly(nn.Module):
@@ -212,7 +219,10 @@ class FusedBlock(_InferenceOnly):
             hidden = F.gelu(F.conv2d(mixed, self.fc1_weight[:, :, None, None], self.fc1_bias))
             return x + F.conv2d(hidden, self.fc2_weight[:, :, None, None], self.fc2_bias)
         tokens, residual = mixed.permute(0, 2, 3, 1), x.permute(0, 2, 3, 1)
-        if x.device.type == 'cpu' and x.dtype == torch.float32 and fused_mlp_available():
+        # Under torch.compile the plain ops are traced instead (the oneDNN ops cannot run on
+        # fake tensors), and the compiler does its own fusion.
+        if (_ONEDNN_MLP and x.device.type == 'cpu' and x.dtype == torch.float32
+                and not torch.compiler.is_compiling()):
             w1, w2 = self._packed_weights(tokens.shape[0] * tokens.shape[1] * tokens.shape[2])
             hidden = torch.ops.mkldnn._linear_pointwise(
                 tokens, w1, self.fc1_bias, 'gelu', [None], 'none')

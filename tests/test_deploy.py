@@ -223,3 +223,16 @@ def test_benchmark_smoke(tmp_path):
                 if r['model'] == 'InceptionNeXt-A (ours)') == 1
     infer = {(r['model'], r['layout']) for r in result['runs'][0]['rows']}
     assert ('InceptionNeXt-A (ours, unfused)', 'nchw') in infer
+
+
+def test_torch_compile_traces_both_paths_without_graph_breaks():
+    torch._dynamo.reset()
+    model = seeded_backbone('atto', seed=12).train()
+    x = torch.randn(2, 3, 67, 45)
+    assert torch._dynamo.explain(model)(x).graph_break_count == 0
+    fused = fuse_for_inference(model.eval())
+    with torch.no_grad():
+        assert torch._dynamo.explain(fused)(x).graph_break_count == 0
+        compiled = torch.compile(fused, backend='aot_eager', fullgraph=True)
+        assert_same_outputs(fused(x), compiled(x))
+    torch._dynamo.reset()
