@@ -12,7 +12,10 @@ from mmseg.registry import HOOKS
 class NonFiniteLossHook(Hook):
     """Stop training as soon as the loss is NaN or infinite, naming the iteration.
 
-    Without it, a diverged run keeps training on NaN for hours. Config::
+    Without it, a diverged run keeps training on NaN for hours. Unlike mmengine's
+    ``CheckInvalidLossHook`` (an assertion every 50 iterations with no iteration number),
+    it checks every iteration, says which one and which loss terms, and can only warn.
+    Config::
 
         custom_hooks = [dict(type='NonFiniteLossHook', action='raise')]
 
