@@ -31,8 +31,24 @@ from mmengine.runner.checkpoint import CheckpointLoader
 HISTORY_BUFFER_METHODS = ('min', 'max', 'current', 'mean')
 
 
-class UnsafeCheckpointError(pickle.UnpicklingError):
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be read or does not fit the model."""
+
+
+class UnsafeCheckpointError(CheckpointError, pickle.UnpicklingError):
     """A checkpoint whose pickle needs objects outside the safe list."""
+
+
+def refuse_unsafe(name: str, err: Exception) -> UnsafeCheckpointError:
+    """The error for a file that ``torch.load(weights_only=True)`` refused to unpickle."""
+    return UnsafeCheckpointError(
+        f'Refusing to load {name}: it is not a plain weights file or training checkpoint. '
+        'Its pickle needs objects outside the safe list, and unpickling those could run '
+        f'arbitrary code. torch said: {str(err).splitlines()[0]}\n'
+        'Checkpoints written by mmengine load once mmseg_incnext is imported (add '
+        "custom_imports=dict(imports=['mmseg_incnext']) to the config), and the released "
+        '.pth/.safetensors weights always do. If this file comes from elsewhere, do not load '
+        'it unless you can re-create it from its source.')
 
 
 def rebuild_history_buffer(log_history: np.ndarray, count_history: np.ndarray,
@@ -90,15 +106,7 @@ def load_from_local_weights_only(filename: str, map_location=None, logger=None) 
     try:
         return torch.load(filename, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        raise UnsafeCheckpointError(
-            f'Refusing to load {filename}: it is not a plain weights file or training '
-            'checkpoint. Its '
-            'pickle needs objects outside the safe list, and unpickling those could run '
-            f'arbitrary code. torch said: {str(err).splitlines()[0]}\n'
-            'Checkpoints written by mmengine load once mmseg_incnext is imported (add '
-            "custom_imports=dict(imports=['mmseg_incnext']) to the config). If this file "
-            'comes from elsewhere, do not load it unless you can re-create it from its source.'
-        ) from err
+        raise refuse_unsafe(filename, err) from err
 
 
 _installed = False

@@ -21,16 +21,15 @@ from typing import Dict, Mapping, Optional
 import torch
 from mmengine.logging import MMLogger
 
+from mmseg_incnext.checkpoint_safety import (CheckpointError, load_from_local_weights_only,
+                                             refuse_unsafe)
+
 RELEASE_URL_ROOT = 'https://github.com/sail-sg/inceptionnext/releases/download/model'
 RELEASE_URLS: Dict[str, str] = {
     arch: f'{RELEASE_URL_ROOT}/inceptionnext_{arch}.pth'
     for arch in ('atto', 'tiny', 'small', 'base')
 }
 CLASSIFIER_PREFIXES = ('head.', 'fc.', 'classifier.')
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be read or does not fit the backbone."""
 
 
 def read_checkpoint(source: str) -> Mapping:
@@ -52,7 +51,7 @@ def _read_url(url: str) -> Mapping:
         return torch.hub.load_state_dict_from_url(
             url, map_location='cpu', weights_only=True, progress=False)
     except pickle.UnpicklingError as err:
-        raise _unsafe_pickle_error(url, err) from err
+        raise refuse_unsafe(url, err) from err
     except (urllib.error.URLError, OSError, ConnectionError, TimeoutError) as err:
         cache = os.path.join(torch.hub.get_dir(), 'checkpoints')
         raise CheckpointError(
@@ -74,20 +73,12 @@ def _read_safetensors(path: str) -> Mapping:
 
 def _torch_load(path: str, name: str) -> Mapping:
     try:
-        return torch.load(path, map_location='cpu', weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise _unsafe_pickle_error(name, err) from err
+        return load_from_local_weights_only(path, map_location='cpu')
+    except CheckpointError:
+        raise
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
         raise CheckpointError(f'Cannot read checkpoint {name}: the file is corrupt, truncated or '
                               f'not a PyTorch checkpoint ({type(err).__name__}: {err})') from err
-
-
-def _unsafe_pickle_error(name: str, err: Exception) -> CheckpointError:
-    return CheckpointError(
-        f'Refusing to load {name}: it is not a plain weights file. Its pickle asks for '
-        f'objects outside the safe list (torch said: {str(err).splitlines()[0]}), and '
-        'unpickling those could run arbitrary code. Use the released .pth/.safetensors weights '
-        'or a checkpoint written by mmengine with mmseg_incnext imported.')
 
 
 def extract_backbone_state_dict(checkpoint: Mapping, source: str = 'checkpoint'
