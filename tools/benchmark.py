@@ -100,26 +100,12 @@ class PeakMemory:
 
 
 # ----------------------------------------------------------------------------- models
-def _randomise_bn(model: nn.Module) -> nn.Module:
-    """Non-trivial BN statistics and layer scales, as a trained model has."""
-    with torch.no_grad():
-        for name, t in model.state_dict().items():
-            if name.endswith('running_var'):
-                t.uniform_(0.5, 1.5)
-            elif name.endswith('running_mean'):
-                t.normal_(0, 0.2)
-            elif name.endswith('gamma'):
-                t.uniform_(0.2, 1.0)
-    return model
-
-
 def build_ours(arch: str = 'tiny', channels_last: bool = True,
                fast_inference: bool = True) -> nn.Module:
     import mmseg_incnext  # noqa: F401
     from mmseg.registry import MODELS
-    return _randomise_bn(MODELS.build(dict(
-        type='InceptionNeXt', arch=arch, channels_last=channels_last,
-        fast_inference=fast_inference)))
+    return MODELS.build(dict(type='InceptionNeXt', arch=arch, channels_last=channels_last,
+                             fast_inference=fast_inference))
 
 
 def build_timm(name: str) -> nn.Module:
@@ -179,8 +165,7 @@ def build_segmentor(config: str, convnext: bool, channels_last: bool = True) -> 
         cfg.model.backbone.channels_last = channels_last
     replace_sync_bn(cfg.model)
     init_default_scope('mmseg')
-    model = MODELS.build(cfg.model)
-    return _randomise_bn(model) if not convnext else model
+    return MODELS.build(cfg.model)
 
 
 def segmentor_models() -> Dict[str, Tuple[Callable[..., nn.Module], str]]:
