@@ -100,6 +100,9 @@ def check_data(cfg: Config, dataloaders: Iterable[str], check_labels: bool = Tru
     missing: List[str] = []
     bad_labels: List[str] = []
     num_classes = cfg.model.get('decode_head', {}).get('num_classes')
+    # Reading every annotation is the slow part (~20K PNGs for ADE20K): one process of a
+    # distributed launch does it, and its failure ends the job for all.
+    check_labels = check_labels and _launch_rank() == 0
     for name in dataloaders:
         loader = cfg.get(name)
         if not loader:
@@ -115,6 +118,12 @@ def check_data(cfg: Config, dataloaders: Iterable[str], check_labels: bool = Tru
         raise ValueError('Annotations with values outside the classes of the model:\n  '
                          + '\n  '.join(bad_labels[:20])
                          + ('\n  ...' if len(bad_labels) > 20 else ''))
+
+
+def _launch_rank() -> int:
+    """This process's global rank as set by torchrun or Slurm (the process group is not
+    up yet when the data is checked)."""
+    return int(os.environ.get('RANK', os.environ.get('SLURM_PROCID', 0)))
 
 
 def _check_dataset(loader: str, dataset: dict, num_classes: Optional[int]

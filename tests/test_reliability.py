@@ -213,3 +213,27 @@ def test_bad_data_is_reported_before_training(tmp_path, tiny_ade20k, released_we
     assert result.returncode != 0
     assert f'{labels[1]}: values [200]' in result.stderr
     assert 'Iter(train)' not in result.stdout
+
+
+def test_label_scan_runs_on_one_rank_folder_checks_on_all(tmp_path, tiny_ade20k,
+                                                          released_weights, monkeypatch):
+    import shutil
+
+    from mmengine.config import Config
+
+    from mmseg_incnext.runtime import check_data
+    data = tmp_path / 'ade'
+    shutil.copytree(tiny_ade20k, data)
+    label = sorted((data / 'annotations' / 'training').iterdir())[0]
+    bad = np.asarray(Image.open(label)).copy()
+    bad[0, 0] = 200
+    Image.fromarray(bad).save(label)
+    cfg = Config.fromfile(config_with(tmp_path, str(data), released_weights('tiny')))
+    monkeypatch.setenv('RANK', '0')
+    with pytest.raises(ValueError, match='values \\[200\\]'):
+        check_data(cfg, ['train_dataloader'])
+    monkeypatch.setenv('RANK', '1')
+    check_data(cfg, ['train_dataloader'])  # rank 0 reports it; rank 1 does not rescan
+    shutil.rmtree(data / 'annotations' / 'training')
+    with pytest.raises(FileNotFoundError, match='does not exist'):
+        check_data(cfg, ['train_dataloader'])
