@@ -5,7 +5,7 @@ allocated and nothing is computed, so even UperNet-B at 512x2048 takes a fractio
 second. Convolutions and matrix products are counted (MACs = FLOPs / 2); element-wise
 ops such as norms, activations and interpolation are not, as in the paper's counts.
 """
-from typing import Dict, Tuple
+from typing import Dict, NamedTuple, Tuple
 
 import torch
 from mmengine.config import Config
@@ -25,8 +25,15 @@ PAPER_MODEL_SIZES: Dict[str, Tuple[float, float, int, int]] = {
 }
 
 
-def count_params_and_macs(cfg: Config, shape: Tuple[int, int]) -> Tuple[int, int]:
-    """Return (parameters, MACs) of ``cfg.model`` for one image of ``shape`` (H, W)."""
+class ModelSize(NamedTuple):
+    params: int
+    macs: int
+    backbone_macs: int
+
+
+def count_params_and_macs(cfg: Config, shape: Tuple[int, int]) -> ModelSize:
+    """Parameters, MACs and the backbone's share of the MACs of ``cfg.model`` for one
+    image of ``shape`` (H, W)."""
     model_cfg = cfg.model.copy()
     model_cfg.pop('data_preprocessor', None)
     backbone = model_cfg.get('backbone', {})
@@ -37,4 +44,6 @@ def count_params_and_macs(cfg: Config, shape: Tuple[int, int]) -> Tuple[int, int
         params = sum(p.numel() for p in model.parameters())
         with FlopCounterMode(display=False) as counter:
             model(torch.empty(1, 3, *shape), mode='tensor')
-    return params, counter.get_total_flops() // 2
+    per_module = counter.get_flop_counts()
+    backbone_flops = sum(per_module.get(f'{type(model).__name__}.backbone', {}).values())
+    return ModelSize(params, counter.get_total_flops() // 2, backbone_flops // 2)

@@ -267,6 +267,25 @@ def run_contenders(contenders: List[Contender], device: torch.device, warmup: in
             c.peak_mib = peak.peak_bytes / 2 ** 20
 
 
+def print_profiles(contenders: List[Contender], top: int) -> None:
+    """torch.profiler of one more step of each contender: its ``top`` ops by self time."""
+    from torch.profiler import ProfilerActivity, profile
+    activities = [ProfilerActivity.CPU] + (
+        [ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    for c in contenders:
+        if c.step is None:
+            continue
+        with profile(activities=activities) as prof:
+            c.step()
+        events = [e for e in prof.key_averages() if e.self_device_time_total or
+                  e.self_cpu_time_total]
+        key = 'self_device_time_total' if torch.cuda.is_available() else 'self_cpu_time_total'
+        total = sum(getattr(e, key) for e in events) or 1
+        print(f'\nprofile: {c.name} [{c.layout}]')
+        for e in sorted(events, key=lambda e: -getattr(e, key))[:top]:
+            print(f'  {100 * getattr(e, key) / total:5.1f}%  {e.key}')
+
+
 # ----------------------------------------------------------------------------- report
 def summarise(contenders: List[Contender], batch: int) -> List[dict]:
     rows = []
@@ -333,6 +352,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument('--amp', choices=('none', 'bf16', 'fp16'), default='none',
                    help='autocast dtype (CUDA); on CPU the fused oneDNN path is fp32-only')
     p.add_argument('--no-memory', action='store_true', help='skip the peak memory pass')
+    p.add_argument('--profile', type=int, default=0, metavar='N',
+                   help='after timing, print the N ops taking most time in each contender')
     p.add_argument('--json', default=None, help='write the results here')
     return p.parse_args(argv)
 
@@ -377,6 +398,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
                         make_step, builder, kind, layout, mode, x)))
             run_contenders(contenders, device, args.warmup, args.repeats, args.iters,
                            memory=not args.no_memory)
+            if args.profile:
+                print_profiles(contenders, args.profile)
             rows = summarise(contenders, batch)
             if seg:
                 fpn_ref = {'ConvNeXt': ('FPN-ConvNeXt-T', )}

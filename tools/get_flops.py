@@ -2,6 +2,8 @@
 
     python tools/get_flops.py configs/upernet/incnext_t_ade20k.py [--shape 512 2048]
     python tools/get_flops.py --all          # the six ADE20K configs of the paper
+
+The backbone column is the backbone's share of the GMACs.
 """
 import argparse
 import os
@@ -35,15 +37,16 @@ def main():
         parser.error('give config files or --all')
 
     init_default_scope('mmseg')
-    print(f'{"config":34} {"input":>9} {"params (M)":>11} {"GMACs":>9}   paper (M / GMACs)')
+    print(f'{"config":34} {"input":>9} {"params (M)":>11} {"GMACs":>9} {"backbone":>9}   '
+          'paper (M / GMACs)')
     for path in configs:
         paper = paper_entry(path)
         shape = tuple(args.shape) if args.shape else (paper[2:] if paper else (512, 512))
-        params, macs = count_params_and_macs(Config.fromfile(path), shape)
+        params, macs, backbone_macs = count_params_and_macs(Config.fromfile(path), shape)
         reference = f'{paper[0]} / {paper[1]}' if paper and shape == paper[2:] else '-'
         name = os.path.relpath(path, os.path.dirname(CONFIG_ROOT))
         print(f'{name:34} {shape[0]:>4}x{shape[1]:<4} {params / 1e6:>11.2f} '
-              f'{macs / 1e9:>9.1f}   {reference}')
+              f'{macs / 1e9:>9.1f} {backbone_macs / 1e9:>9.1f}   {reference}')
 
 
 if __name__ == '__main__':
