@@ -6,6 +6,7 @@ import torch.nn as nn
 import mmseg_incnext  # noqa: F401  (registers the backbone)
 from mmseg.registry import MODELS
 from mmseg_incnext import InceptionNeXt
+from mmseg_incnext.models.backbones.inceptionnext import add_residual
 from tests.helpers import seeded_timm_model, timm_stage_outputs
 
 
@@ -156,12 +157,64 @@ def test_with_cp_matches_plain_forward_and_backward():
 
 def test_drop_path_and_layer_scale():
     model = build(drop_path_rate=0.3)
-    rates = [b.drop_path.drop_prob if hasattr(b.drop_path, 'drop_prob') else 0.0
-             for s in model.stages for b in s.blocks]
+    rates = [b.drop_path_rate for s in model.stages for b in s.blocks]
     assert rates[0] == 0.0 and rates[-1] == pytest.approx(0.3)
     assert rates == sorted(rates)
     assert model.stages[0].blocks[0].gamma is not None
     assert build(layer_scale_init_value=0).stages[0].blocks[0].gamma is None
+
+
+def test_residual_drop_path_is_mmcvs_drop_path_in_one_pass():
+    from mmcv.cnn.bricks import DropPath
+    x, y = torch.randn(64, 8, 5, 5), torch.randn(64, 8, 5, 5)
+    torch.manual_seed(3)
+    expected = x + DropPath(0.4).train()(y)
+    torch.manual_seed(3)
+    got = add_residual(x, y, 0.4, training=True)
+    torch.testing.assert_close(got, expected)
+    dropped = [(got[i] == x[i]).all().item() for i in range(64)]
+    assert 0 < sum(dropped) < 64  # some samples dropped, some kept (scaled by 1 / 0.6)
+    kept = dropped.index(False)
+    torch.testing.assert_close(got[kept], x[kept] + y[kept] / 0.6)
+    # eval mode and rate 0 are the plain residual
+    torch.testing.assert_close(add_residual(x, y, 0.4, training=False), x + y)
+    torch.testing.assert_close(add_residual(x, y, 0.0, training=True), x + y)
+
+
+@pytest.mark.parametrize('channels_last', [True, False])
+def test_training_forward_and_gradients_match_timm(channels_last):
+    """Train mode (batch-statistics BN, layer scale folded into fc2): the outputs, every
+    parameter's gradient and the input's gradient equal timm's for the same weights."""
+    reference = seeded_timm_model('atto', seed=2).train()
+    ours = build(channels_last=channels_last).train()
+    ours.load_state_dict({k: v for k, v in reference.state_dict().items()
+                          if not k.startswith('head.')})
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 64, 64)
+    upstream = [torch.randn(2, c, 64 // s, 64 // s)
+                for c, s in zip((40, 80, 160, 320), (4, 8, 16, 32))]
+    results = []
+    for model in (reference, ours):
+        inp = x.clone().requires_grad_(True)
+        outs = (model.forward_intermediates(inp, intermediates_only=True)
+                if model is reference else model(inp))
+        sum((o * g).sum() for o, g in zip(outs, upstream)).backward()
+        results.append((outs, inp.grad, {n: p.grad for n, p in model.named_parameters()}))
+    (ref_outs, ref_dx, ref_grads), (outs, dx, grads) = results
+    for o, e in zip(outs, ref_outs):
+        torch.testing.assert_close(o, e, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(dx, ref_dx, atol=1e-5, rtol=1e-4)
+    assert set(grads) == {k for k in ref_grads if not k.startswith('head.')}
+    for name, grad in grads.items():
+        if name == 'stem.0.bias' or ('token_mixer' in name and name.endswith('.bias')):
+            # A bias right before a train-mode BN has a zero gradient: both are rounding noise.
+            assert grad.abs().max() < 1e-3 and ref_grads[name].abs().max() < 1e-3, name
+            continue
+        scale = ref_grads[name].abs().max().item()
+        torch.testing.assert_close(grad, ref_grads[name], atol=1e-5 * max(scale, 1.), rtol=1e-4,
+                                   msg=name)
+    for name, buf in ours.named_buffers():  # BN running statistics were updated alike
+        torch.testing.assert_close(buf, reference.state_dict()[name], msg=name)
 
 
 def test_wrong_input_channels_is_a_clear_error():
