@@ -19,6 +19,7 @@ import argparse
 import contextlib
 import ctypes
 import gc
+import itertools
 import json
 import os
 import statistics
@@ -168,11 +169,19 @@ def build_segmentor(config: str, convnext: bool, channels_last: bool = True) -> 
     return MODELS.build(cfg.model)
 
 
+FEATURES = ' [backbone only]'
+
+
 def segmentor_models() -> Dict[str, Tuple[Callable[..., nn.Module], str]]:
+    """Kind 'seg*' runs the whole segmentor; '*_features' only its backbone (its
+    ``extract_feat``, on the same input), which shows how much of UperNet's time the
+    backbone can save at all."""
     up, fpn = 'configs/upernet/incnext_t_ade20k.py', 'configs/fpn/incnext_t_ade20k.py'
     return {
         'UperNet-T (ours)': (partial(build_segmentor, up, False), 'seg_ours'),
         'UperNet-ConvNeXt-T': (partial(build_segmentor, up, True), 'seg'),
+        'UperNet-T (ours)' + FEATURES: (partial(build_segmentor, up, False), 'seg_ours_features'),
+        'UperNet-ConvNeXt-T' + FEATURES: (partial(build_segmentor, up, True), 'seg_features'),
         'FPN-T (ours)': (partial(build_segmentor, fpn, False), 'seg_ours'),
         'FPN-ConvNeXt-T': (partial(build_segmentor, fpn, True), 'seg'),
     }
@@ -187,11 +196,14 @@ def make_step(builder: Callable[..., nn.Module], kind: str, layout: str, mode: s
     their fused inference path when not training; the others are converted to it.
     """
     fmt = LAYOUTS[layout]
-    model = builder(channels_last=layout == 'cl') if kind in ('ours', 'seg_ours') else builder()
+    ours = kind == 'ours' or kind.startswith('seg_ours')
+    model = builder(channels_last=layout == 'cl') if ours else builder()
     model = model.to(x.device).to(memory_format=fmt)
     x = x.contiguous(memory_format=fmt)
     if kind == 'timm':
         forward = _timm_features(model)
+    elif kind.endswith('_features'):
+        forward = model.extract_feat
     elif kind.startswith('seg'):
         def forward(inp):
             out = model(inp, mode='tensor')
@@ -330,12 +342,35 @@ def print_table(title: str, rows: List[dict], refs: Dict[str, Sequence[str]]) ->
               f"{r['img_s_min']:.2f}-{r['img_s_max']:.2f} | {mem} |{ratios}")
 
 
+def print_upernet_bound(rows: List[dict]) -> Optional[dict]:
+    """Amdahl's law for UperNet: the head's time (the ConvNeXt segmentor minus its backbone)
+    is the same whatever the backbone, so it caps what a faster backbone can gain."""
+    def seconds(name: str) -> Optional[float]:
+        speed = _ref_speed(rows, (name, ))
+        return 1 / speed if speed else None
+
+    full = seconds('UperNet-ConvNeXt-T')
+    theirs = seconds('UperNet-ConvNeXt-T' + FEATURES)
+    ours = seconds('UperNet-T (ours)' + FEATURES)
+    if not (full and theirs and ours) or full <= theirs:
+        return None
+    head = full - theirs
+    bound = dict(head_s_per_img=head, head_share=head / full, max_speedup=full / head,
+                 predicted_speedup=full / (head + ours))
+    print(f"UperNet head and rest (ConvNeXt segmentor minus its backbone): {head:.3f} s/img, "
+          f"{100 * bound['head_share']:.0f}% of UperNet-ConvNeXt-T; a backbone costing nothing "
+          f"would make UperNet at most {bound['max_speedup']:.2f}x, ours as timed alone "
+          f"predicts {bound['predicted_speedup']:.2f}x")
+    return bound
+
+
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--level', choices=('backbone', 'segmentor'), default='backbone')
     p.add_argument('--arch', default='tiny', help='InceptionNeXt arch of the backbone level')
-    p.add_argument('--batch', type=int, default=None,
-                   help='batch size (default 8 backbone, 2 segmentor: BN training needs 2)')
+    p.add_argument('--batch', type=int, nargs='+', default=None,
+                   help='batch sizes to sweep (default 8 backbone, 2 segmentor: BN training '
+                        'needs 2)')
     p.add_argument('--sizes', type=int, nargs='+', default=None,
                    help='square sizes, or long sides for segmentors (512 x L for L > 512, '
                         'as ADE20K test images up to 512x2048); default 224 / 512')
@@ -372,44 +407,52 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     device = torch.device(args.device)
     _AMP = {'none': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}[args.amp]
     seg = args.level == 'segmentor'
-    batch = args.batch or (2 if seg else 8)
+    batches = args.batch or [2 if seg else 8]
     sizes = args.sizes or ([512] if seg else [224])
     models = segmentor_models() if seg else backbone_models(args.arch)
     refs = ({'ConvNeXt': ('UperNet-ConvNeXt-T', )} if seg else
             {'ConvNeXt-T': (REF_CONVNEXT, 'mmpretrain-ConvNeXt-T'), 'timm IncNeXt': (timm_reference(args.arch), )})
     if args.only:
-        keep = {name for names in refs.values() for name in names} | {'FPN-ConvNeXt-T'}
-        models = {k: v for k, v in models.items()
-                  if k in keep or any(s.lower() in k.lower() for s in args.only)}
+        selected = {k for k in models if any(s.lower() in k.lower() for s in args.only)}
+        keep = {name for names in refs.values() for name in names}
+        if any(k.startswith('FPN') for k in selected):
+            keep.add('FPN-ConvNeXt-T')
+        models = {k: v for k, v in models.items() if k in keep | selected}
     result = dict(args=vars(args), torch=torch.__version__, device=str(device),
-                  threads=torch.get_num_threads(), batch=batch, runs=[])
+                  threads=torch.get_num_threads(), runs=[])
     print(f'torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, '
-          f'batch {batch}, amp {args.amp}, warmup {args.warmup}, repeats {args.repeats} x '
+          f'batch {batches}, amp {args.amp}, warmup {args.warmup}, repeats {args.repeats} x '
           f'{args.iters} iters (interleaved)')
-    for size in sizes:
-        h, w = segmentor_shape(size) if seg else (size, size)
+    for (h, w), batch, mode in itertools.product(
+            [segmentor_shape(s) if seg else (s, s) for s in sizes], batches, args.modes):
         torch.manual_seed(0)
         x = torch.randn(batch, 3, h, w, device=device)
-        for mode in args.modes:
-            contenders = []
-            for name, (builder, kind) in models.items():
-                for layout in args.layouts:
-                    contenders.append(Contender(name, layout, partial(
-                        make_step, builder, kind, layout, mode, x)))
-            run_contenders(contenders, device, args.warmup, args.repeats, args.iters,
-                           memory=not args.no_memory)
-            if args.profile:
-                print_profiles(contenders, args.profile)
-            rows = summarise(contenders, batch)
-            if seg:
-                fpn_ref = {'ConvNeXt': ('FPN-ConvNeXt-T', )}
-                print_table(f'UperNet, {mode}, {h}x{w}, batch {batch}',
-                            [r for r in rows if r['model'].startswith('UperNet')], refs)
-                print_table(f'FPN, {mode}, {h}x{w}, batch {batch}',
-                            [r for r in rows if r['model'].startswith('FPN')], fpn_ref)
-            else:
-                print_table(f'backbone {args.arch}, {mode}, {h}x{w}, batch {batch}', rows, refs)
-            result['runs'].append(dict(mode=mode, height=h, width=w, rows=rows))
+        contenders = []
+        for name, (builder, kind) in models.items():
+            for layout in args.layouts:
+                contenders.append(Contender(name, layout, partial(
+                    make_step, builder, kind, layout, mode, x)))
+        run_contenders(contenders, device, args.warmup, args.repeats, args.iters,
+                       memory=not args.no_memory)
+        if args.profile:
+            print_profiles(contenders, args.profile)
+        rows = summarise(contenders, batch)
+        run = dict(mode=mode, height=h, width=w, batch=batch, rows=rows)
+        if seg:
+            fpn_ref = {'ConvNeXt': ('FPN-ConvNeXt-T', )}
+            print_table(f'UperNet, {mode}, {h}x{w}, batch {batch}',
+                        [r for r in rows if r['model'].startswith('UperNet')
+                         and not r['model'].endswith(FEATURES)], refs)
+            parts = [r for r in rows if r['model'].endswith(FEATURES)]
+            if parts:
+                print_table(f'the same backbones alone, {mode}, {h}x{w}, batch {batch}', parts,
+                            {'ConvNeXt': ('UperNet-ConvNeXt-T' + FEATURES, )})
+                run['upernet_bound'] = print_upernet_bound(rows)
+            print_table(f'FPN, {mode}, {h}x{w}, batch {batch}',
+                        [r for r in rows if r['model'].startswith('FPN')], fpn_ref)
+        else:
+            print_table(f'backbone {args.arch}, {mode}, {h}x{w}, batch {batch}', rows, refs)
+        result['runs'].append(run)
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(result, f, indent=1)
