@@ -448,8 +448,9 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
                 print_table(f'the same backbones alone, {mode}, {h}x{w}, batch {batch}', parts,
                             {'ConvNeXt': ('UperNet-ConvNeXt-T' + FEATURES, )})
                 run['upernet_bound'] = print_upernet_bound(rows)
-            print_table(f'FPN, {mode}, {h}x{w}, batch {batch}',
-                        [r for r in rows if r['model'].startswith('FPN')], fpn_ref)
+            fpn_rows = [r for r in rows if r['model'].startswith('FPN')]
+            if fpn_rows:
+                print_table(f'FPN, {mode}, {h}x{w}, batch {batch}', fpn_rows, fpn_ref)
         else:
             print_table(f'backbone {args.arch}, {mode}, {h}x{w}, batch {batch}', rows, refs)
         result['runs'].append(run)
