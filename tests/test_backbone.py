@@ -181,6 +181,54 @@ def test_residual_drop_path_is_mmcvs_drop_path_in_one_pass():
     torch.testing.assert_close(add_residual(x, y, 0.0, training=True), x + y)
 
 
+def test_drop_path_only_acts_in_training_and_survives_checkpointing():
+    torch.manual_seed(0)
+    plain = build(drop_path_rate=0.0, layer_scale_init_value=0.5, fast_inference=False)
+    dropping = build(drop_path_rate=0.5, layer_scale_init_value=0.5, fast_inference=False)
+    dropping.load_state_dict(plain.state_dict())
+    x = torch.randn(4, 3, 64, 64)
+    with torch.no_grad():
+        for a, b in zip(plain.eval()(x), dropping.eval()(x)):
+            torch.testing.assert_close(a, b)  # eval: no stochastic depth
+    checkpointed = build(drop_path_rate=0.5, layer_scale_init_value=0.5, with_cp=True)
+    checkpointed.load_state_dict(plain.state_dict())
+    results = []
+    for model in (dropping.train(), checkpointed.train()):
+        torch.manual_seed(7)
+        inp = x.clone().requires_grad_(True)
+        outs = model(inp)
+        sum(o.sum() for o in outs).backward()
+        results.append((outs, inp.grad))
+    (outs, dx), (outs_cp, dx_cp) = results
+    for a, b in zip(outs, outs_cp):
+        torch.testing.assert_close(a, b)
+    # recomputation under checkpointing replays the same drop-path mask
+    torch.testing.assert_close(dx, dx_cp)
+    with torch.no_grad():
+        torch.manual_seed(7)
+        undropped = plain.train()(x)
+    assert any(not torch.allclose(a, b) for a, b in zip(outs, undropped))
+
+
+def test_fp16_autocast_training_keeps_small_layer_scales():
+    """Under fp16 autocast the layer scale must not be folded into fc2's weight: with the
+    default 1e-6 the folded weight underflows to zero and fc1's gradient is wrong."""
+    torch.manual_seed(0)
+    model = build(arch='atto').train()
+    x = torch.randn(2, 3, 64, 64)
+    grads = []
+    loss_scale = 2.0 ** 16  # as AmpOptimWrapper's GradScaler does, so fp16 grads are normal
+    for autocast in (False, True):
+        model.zero_grad()
+        with torch.autocast('cpu', dtype=torch.float16, enabled=autocast):
+            loss = sum(o.float().square().mean() for o in model(x))
+        (loss * loss_scale).backward()
+        grads.append(model.stages[0].blocks[0].mlp.fc1.weight.grad / loss_scale)
+    exact, half = grads
+    assert exact.abs().max() > 0
+    assert (half - exact).norm() / exact.norm() < 0.2
+
+
 @pytest.mark.parametrize('channels_last', [True, False])
 def test_training_forward_and_gradients_match_timm(channels_last):
     """Train mode (batch-statistics BN, layer scale folded into fc2): the outputs, every

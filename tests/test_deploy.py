@@ -239,6 +239,7 @@ def test_benchmark_segmentor_level_reports_the_backbone_bound(tmp_path):
                            'UperNet-T (ours) [backbone only]',
                            'UperNet-ConvNeXt-T [backbone only]'}
     bound = run['upernet_bound']
+    assert bound is not None, proc.stdout[-2000:]
     # The head's time is the ConvNeXt segmentor's minus its backbone's; the bound follows.
     head = 1 / speeds['UperNet-ConvNeXt-T'] - 1 / speeds['UperNet-ConvNeXt-T [backbone only]']
     assert bound['head_s_per_img'] == pytest.approx(head)

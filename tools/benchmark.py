@@ -385,7 +385,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument('--iters', type=int, default=1, help='steps per timed round')
     p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     p.add_argument('--amp', choices=('none', 'bf16', 'fp16'), default='none',
-                   help='autocast dtype (CUDA); on CPU the fused oneDNN path is fp32-only')
+                   help='autocast dtype (meant for CUDA; CPU autocast runs too)')
     p.add_argument('--no-memory', action='store_true', help='skip the peak memory pass')
     p.add_argument('--profile', type=int, default=0, metavar='N',
                    help='after timing, print the N ops taking most time in each contender')
@@ -415,6 +415,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     if args.only:
         selected = {k for k in models if any(s.lower() in k.lower() for s in args.only)}
         keep = {name for names in refs.values() for name in names}
+        if any(k.endswith(FEATURES) for k in selected):
+            keep.add('UperNet-ConvNeXt-T' + FEATURES)
         if any(k.startswith('FPN') for k in selected):
             keep.add('FPN-ConvNeXt-T')
         models = {k: v for k, v in models.items() if k in keep | selected}

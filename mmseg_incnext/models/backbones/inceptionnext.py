@@ -67,9 +67,11 @@ class ConvMlp(nn.Module):
     """Channel MLP made of two 1x1 convolutions with a GELU between them.
 
     ``forward(x, out_scale)`` also multiplies the output channels by ``out_scale`` (the
-    block's layer scale). The product is applied to whichever is smaller, ``fc2``'s weight
-    or the output map (the same math either way): at segmentation resolutions folding it
-    into the weight saves a pass over the activations, forward and backward.
+    block's layer scale). Outside autocast the product is applied to whichever is smaller,
+    ``fc2``'s weight or the output map (the same math, equal to ~1e-6 in fp32): at
+    segmentation resolutions folding it into the weight saves a pass over the activations,
+    forward and backward. On channels-last input the 1x1 convs run as ``F.linear`` with
+    the convs' parameters, so hooks on ``fc1``/``fc2`` themselves do not fire.
     """
 
     def __init__(self, channels: int, hidden_channels: int) -> None:
@@ -81,7 +83,10 @@ class ConvMlp(nn.Module):
     def forward(self, x: torch.Tensor, out_scale: Optional[torch.Tensor] = None) -> torch.Tensor:
         # The (out, in) matrices of the 1x1 convs, as plain 2-D tensors.
         w1, w2, b2 = self.fc1.weight.flatten(1), self.fc2.weight.flatten(1), self.fc2.bias
-        fold_scale = out_scale is not None and w2.numel() < x.numel()
+        # Not under autocast: a folded 1e-6 scale underflows in fp16 weights, and unfolded the
+        # product promotes the branch to fp32 as in the reference.
+        fold_scale = (out_scale is not None and w2.numel() < x.numel()
+                      and not torch.is_autocast_enabled(x.device.type))
         if fold_scale:
             w2 = w2 * out_scale.unsqueeze(1)
             b2 = None if b2 is None else b2 * out_scale
@@ -112,7 +117,7 @@ def add_residual(x: torch.Tensor, y: torch.Tensor, drop_prob: float,
         return x + y
     keep_prob = 1 - drop_prob
     shape = (x.shape[0], ) + (1, ) * (x.dim() - 1)
-    keep = (keep_prob + torch.rand(shape, dtype=x.dtype, device=x.device)).floor_()
+    keep = (keep_prob + torch.rand(shape, dtype=y.dtype, device=y.device)).floor_()
     return torch.addcmul(x, y, keep.div_(keep_prob))
 
 
