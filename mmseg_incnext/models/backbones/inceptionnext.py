@@ -63,6 +63,11 @@ class InceptionDWConv2d(nn.Module):
             (x_id, self.dwconv_hw(x_hw), self.dwconv_w(x_w), self.dwconv_h(x_h)), dim=1)
 
 
+def _autocast_enabled(device_type: str) -> bool:
+    # 'meta' (used for MAC counting) has no autocast state; asking raises.
+    return device_type != 'meta' and torch.is_autocast_enabled(device_type)
+
+
 class ConvMlp(nn.Module):
     """Channel MLP made of two 1x1 convolutions with a GELU between them.
 
@@ -86,7 +91,7 @@ class ConvMlp(nn.Module):
         # Not under autocast: a folded 1e-6 scale underflows in fp16 weights, and unfolded the
         # product promotes the branch to fp32 as in the reference.
         fold_scale = (out_scale is not None and w2.numel() < x.numel()
-                      and not torch.is_autocast_enabled(x.device.type))
+                      and not _autocast_enabled(x.device.type))
         if fold_scale:
             w2 = w2 * out_scale.unsqueeze(1)
             b2 = None if b2 is None else b2 * out_scale
