@@ -170,6 +170,7 @@ def build_segmentor(config: str, convnext: bool, channels_last: bool = True) -> 
 
 
 FEATURES = ' [backbone only]'
+CONVNEXT_FEATURES = 'UperNet-ConvNeXt-T' + FEATURES  # the reference of the backbone-only rows
 
 
 def segmentor_models() -> Dict[str, Tuple[Callable[..., nn.Module], str]]:
@@ -181,7 +182,7 @@ def segmentor_models() -> Dict[str, Tuple[Callable[..., nn.Module], str]]:
         'UperNet-T (ours)': (partial(build_segmentor, up, False), 'seg_ours'),
         'UperNet-ConvNeXt-T': (partial(build_segmentor, up, True), 'seg'),
         'UperNet-T (ours)' + FEATURES: (partial(build_segmentor, up, False), 'seg_ours_features'),
-        'UperNet-ConvNeXt-T' + FEATURES: (partial(build_segmentor, up, True), 'seg_features'),
+        CONVNEXT_FEATURES: (partial(build_segmentor, up, True), 'seg_features'),
         'FPN-T (ours)': (partial(build_segmentor, fpn, False), 'seg_ours'),
         'FPN-ConvNeXt-T': (partial(build_segmentor, fpn, True), 'seg'),
     }
@@ -350,7 +351,7 @@ def print_upernet_bound(rows: List[dict]) -> Optional[dict]:
         return 1 / speed if speed else None
 
     full = seconds('UperNet-ConvNeXt-T')
-    theirs = seconds('UperNet-ConvNeXt-T' + FEATURES)
+    theirs = seconds(CONVNEXT_FEATURES)
     ours = seconds('UperNet-T (ours)' + FEATURES)
     if not (full and theirs and ours) or full <= theirs:
         return None
@@ -416,7 +417,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         selected = {k for k in models if any(s.lower() in k.lower() for s in args.only)}
         keep = {name for names in refs.values() for name in names}
         if any(k.endswith(FEATURES) for k in selected):
-            keep.add('UperNet-ConvNeXt-T' + FEATURES)
+            keep.add(CONVNEXT_FEATURES)
         if any(k.startswith('FPN') for k in selected):
             keep.add('FPN-ConvNeXt-T')
         models = {k: v for k, v in models.items() if k in keep | selected}
@@ -448,7 +449,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
             parts = [r for r in rows if r['model'].endswith(FEATURES)]
             if parts:
                 print_table(f'the same backbones alone, {mode}, {h}x{w}, batch {batch}', parts,
-                            {'ConvNeXt': ('UperNet-ConvNeXt-T' + FEATURES, )})
+                            {'ConvNeXt': (CONVNEXT_FEATURES, )})
                 run['upernet_bound'] = print_upernet_bound(rows)
             fpn_rows = [r for r in rows if r['model'].startswith('FPN')]
             if fpn_rows:

@@ -100,11 +100,9 @@ class ConvMlp(nn.Module):
             # view. As F.linear it runs as a plain GEMM, which is faster than the 1x1
             # convolution kernels forward and backward (README "Speed").
             hidden = self.act(F.linear(x.permute(0, 2, 3, 1), w1, self.fc1.bias))
-            out = F.linear(hidden, w2, b2)
-            if out_scale is not None and not fold_scale:
-                out = out * out_scale
-            return out.permute(0, 3, 1, 2)
-        out = F.conv2d(self.act(self.fc1(x)), w2[:, :, None, None], b2)
+            out = F.linear(hidden, w2, b2).permute(0, 3, 1, 2)
+        else:
+            out = F.conv2d(self.act(self.fc1(x)), w2[:, :, None, None], b2)
         if out_scale is not None and not fold_scale:
             out = out * out_scale.view(1, -1, 1, 1)
         return out
