@@ -11,18 +11,18 @@ setup(
     packages=find_packages(include=['mmseg_incnext', 'mmseg_incnext.*']),
     install_requires=[
         'torch>=2.1',
-        'torchvision',
         'mmcv>=2.0.0rc4,<2.2.0',
         'mmengine>=0.10.0,<1.0.0',
         'mmsegmentation==1.2.2',
-        'timm>=1.0',
         'ftfy',  # imported by mmseg but not declared by it
         'regex',  # imported by mmseg but not declared by it
         'numpy',
+        'Pillow',
         'safetensors',
     ],
     extras_require={
-        'tests': ['pytest', 'mmpretrain==1.2.0'],
+        'tests': ['pytest', 'timm>=1.0', 'mmpretrain==1.2.0'],
+        'benchmark': ['timm>=1.0'],  # the reference implementation compared against
         'mmpretrain': ['mmpretrain==1.2.0'],
     },
     zip_safe=False,

@@ -1,7 +1,7 @@
 """Checkpoints that survive a killed process: atomic writes, and finding the last good one.
 
 mmengine writes a checkpoint straight to its final path, so a job killed while saving
-leaves a truncated ``iter_N.pth``. :func:`install` (run by ``import mmseg_incnext``)
+leaves a truncated ``iter_N.pth``. :func:`install` (run by importing :mod:`.stack_fixes`)
 replaces mmengine's local file backend with one that writes to a temporary file in the same
 folder, fsyncs it and renames it into place, so a checkpoint path either holds a complete
 file or does not exist. :func:`latest_complete_checkpoint` is what ``--resume`` uses.

@@ -72,8 +72,9 @@ def adapt_to_device(cfg: Config) -> None:
             find_unused_parameters=cfg.get('find_unused_parameters', False))
     if cfg.get('launcher', 'none') == 'pytorch' and not torch.distributed.is_initialized():
         timeout = env_cfg['dist_cfg'].get('timeout')
-        torch.distributed.init_process_group(
-            backend='gloo', timeout=datetime.timedelta(seconds=timeout) if timeout else None)
+        # torch < 2.2 refuses timeout=None: pass it only when the config sets one.
+        kwargs = {'timeout': datetime.timedelta(seconds=timeout)} if timeout else {}
+        torch.distributed.init_process_group(backend='gloo', **kwargs)
 
 
 def _datasets(dataset_cfg: dict) -> Iterable[dict]:

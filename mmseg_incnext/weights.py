@@ -1,7 +1,7 @@
 """Reading InceptionNeXt weights and loading them into the backbone.
 
-Accepted sources (all read without executing code: ``torch.load(weights_only=True)`` or
-safetensors):
+Accepted sources (all read without executing code: safetensors, or ``torch.load`` with the
+allow-list unpickler of :mod:`mmseg_incnext.checkpoint_safety`):
 
 * a release URL (see :data:`RELEASE_URLS`) or any http(s) URL, cached by ``torch.hub``;
 * a released ``.pth`` (a plain state dict with timm's key names);
@@ -21,8 +21,9 @@ from typing import Dict, Mapping, Optional
 import torch
 from mmengine.logging import MMLogger
 
-from mmseg_incnext.checkpoint_safety import (CheckpointError, load_from_local_weights_only,
-                                             refuse_unsafe)
+from mmseg_incnext.arch import ARCH_SETTINGS
+from mmseg_incnext.checkpoint_safety import (CheckpointError, UnsafeCheckpointError,
+                                             download_to_hub_cache, safe_torch_load)
 
 RELEASE_URL_ROOT = 'https://github.com/sail-sg/inceptionnext/releases/download/model'
 RELEASE_URLS: Dict[str, str] = {
@@ -32,10 +33,10 @@ RELEASE_URLS: Dict[str, str] = {
 CLASSIFIER_PREFIXES = ('head.', 'fc.', 'classifier.')
 
 
-def read_checkpoint(source: str) -> Mapping:
+def read_checkpoint(source: str, map_location='cpu') -> Mapping:
     """Return the raw object stored at ``source`` (a path or an http(s) URL)."""
     if source.startswith(('http://', 'https://')):
-        return _read_url(source)
+        return _read_url(source, map_location)
     path = os.path.expanduser(source)
     if not os.path.exists(path):
         raise FileNotFoundError(f'Checkpoint file not found: {source}')
@@ -43,15 +44,12 @@ def read_checkpoint(source: str) -> Mapping:
         raise CheckpointError(f'Checkpoint path is a directory, not a file: {source}')
     if path.endswith('.safetensors'):
         return _read_safetensors(path)
-    return _torch_load(path, source)
+    return _torch_load(path, source, map_location)
 
 
-def _read_url(url: str) -> Mapping:
+def _read_url(url: str, map_location) -> Mapping:
     try:
-        return torch.hub.load_state_dict_from_url(
-            url, map_location='cpu', weights_only=True, progress=False)
-    except pickle.UnpicklingError as err:
-        raise refuse_unsafe(url, err) from err
+        path = download_to_hub_cache(url)
     except (urllib.error.URLError, OSError, ConnectionError, TimeoutError) as err:
         cache = os.path.join(torch.hub.get_dir(), 'checkpoints')
         raise CheckpointError(
@@ -59,6 +57,7 @@ def _read_url(url: str) -> Mapping:
             f'download it elsewhere and either put it in {cache} or set the config\'s '
             "init_cfg=dict(type='Pretrained', checkpoint='/path/to/file.pth') "
             '(e.g. --cfg-options model.backbone.init_cfg.checkpoint=/path/to/file.pth)') from err
+    return _torch_load(path, url, map_location)
 
 
 def _read_safetensors(path: str) -> Mapping:
@@ -71,19 +70,24 @@ def _read_safetensors(path: str) -> Mapping:
                               f'file?): {err}') from err
 
 
-def _torch_load(path: str, name: str) -> Mapping:
+def _torch_load(path: str, name: str, map_location) -> Mapping:
     try:
-        return load_from_local_weights_only(path, map_location='cpu')
-    except CheckpointError:
+        return safe_torch_load(path, map_location=map_location, name=name)
+    except UnsafeCheckpointError:
         raise
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError,
+            pickle.UnpicklingError) as err:
         raise CheckpointError(f'Cannot read checkpoint {name}: the file is corrupt, truncated or '
                               f'not a PyTorch checkpoint ({type(err).__name__}: {err})') from err
 
 
-def extract_backbone_state_dict(checkpoint: Mapping, source: str = 'checkpoint'
-                                ) -> Dict[str, torch.Tensor]:
-    """Find the backbone's tensors in any supported checkpoint layout."""
+def extract_backbone_state_dict(checkpoint: Mapping, source: str = 'checkpoint',
+                                prefix: Optional[str] = None) -> Dict[str, torch.Tensor]:
+    """Find the backbone's tensors in any supported checkpoint layout.
+
+    ``prefix`` (``PretrainedInit``'s option) takes the tensors whose names start with it,
+    without it; by default a ``backbone.`` prefix is found by itself.
+    """
     if not isinstance(checkpoint, Mapping):
         raise CheckpointError(f'{source} holds a {type(checkpoint).__name__}, not a state dict')
     state = checkpoint
@@ -94,7 +98,14 @@ def extract_backbone_state_dict(checkpoint: Mapping, source: str = 'checkpoint'
     keys = list(state)
     if any(k.startswith('module.') for k in keys):
         state = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
-    if any(k.startswith('backbone.') for k in state):
+    if prefix is not None:
+        prefix = prefix if prefix.endswith('.') else prefix + '.'
+        if not any(k.startswith(prefix) for k in state):
+            raise CheckpointError(
+                f"init_cfg prefix={prefix!r}: no tensor of {source} starts with it (its names "
+                f'start with {sorted({k.split(".")[0] + "." for k in state})[:5]})')
+        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    elif any(k.startswith('backbone.') for k in state):
         state = {k[len('backbone.'):]: v for k, v in state.items() if k.startswith('backbone.')}
     state = {k: v for k, v in state.items() if not k.startswith(CLASSIFIER_PREFIXES)}
     not_tensors = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
@@ -107,7 +118,6 @@ def extract_backbone_state_dict(checkpoint: Mapping, source: str = 'checkpoint'
 
 def describe_arch(state_dict: Mapping[str, torch.Tensor]) -> str:
     """Guess which InceptionNeXt variant a state dict belongs to (for error messages)."""
-    from mmseg_incnext.models.backbones.inceptionnext import InceptionNeXt
     dims, depths = [], []
     for i in range(8):
         blocks = {k.split('.')[3] for k in state_dict if k.startswith(f'stages.{i}.blocks.')}
@@ -116,7 +126,7 @@ def describe_arch(state_dict: Mapping[str, torch.Tensor]) -> str:
         depths.append(len(blocks))
         weight = state_dict.get(f'stages.{i}.blocks.0.mlp.fc2.weight')
         dims.append(int(weight.shape[0]) if weight is not None else -1)
-    for name, arch in InceptionNeXt.arch_settings.items():
+    for name, arch in ARCH_SETTINGS.items():
         if tuple(arch['dims']) == tuple(dims) and tuple(arch['depths']) == tuple(depths):
             return f"'{name}'"
     return f'depths={tuple(depths)}, dims={tuple(dims)}' if depths else 'an unknown model'
@@ -163,8 +173,9 @@ def _summarise(keys, limit: int = 6) -> str:
     return shown + (f' (+{len(groups) - limit} more modules)' if len(groups) > limit else '')
 
 
-def load_pretrained(backbone: torch.nn.Module, source: str) -> None:
+def load_pretrained(backbone: torch.nn.Module, source: str, prefix: Optional[str] = None,
+                    map_location='cpu') -> None:
     """Read ``source`` and load its backbone weights into ``backbone``."""
-    checkpoint = read_checkpoint(source)
-    state_dict = extract_backbone_state_dict(checkpoint, source)
+    checkpoint = read_checkpoint(source, map_location)
+    state_dict = extract_backbone_state_dict(checkpoint, source, prefix)
     load_state_dict_into(backbone, state_dict, source)

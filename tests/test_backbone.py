@@ -25,7 +25,7 @@ def test_registered_in_mmseg_models():
 @pytest.mark.parametrize('path', [
     dict(fast_inference=False, channels_last=False),  # the plain path, NCHW
     dict(fast_inference=False),  # plain, channels-last (the training layout)
-    dict(),  # the default: fused inference path (mmseg_incnext.deploy)
+    dict(),  # the default: fused inference path (inceptionnext_fused)
 ])
 @pytest.mark.parametrize('arch', ['atto', 'tiny', 'small', 'base'])
 def test_features_match_timm_with_same_weights(arch, path):

@@ -34,7 +34,7 @@ def test_recipe_matches_paper(name):
     cfg = load(name)
     size = name.split('_')[1]
     backbone = cfg.model.backbone
-    assert cfg.custom_imports['imports'] == ['mmseg_incnext']
+    assert cfg.custom_imports['imports'] == ['mmseg_incnext', 'mmseg_incnext.stack_fixes']
     assert backbone.type == 'InceptionNeXt' and backbone.arch == ARCHS[size]
     assert backbone.init_cfg == dict(type='Pretrained', checkpoint=RELEASE_URLS[ARCHS[size]])
     assert backbone.norm_cfg.type == 'SyncBN' and backbone.out_norm_cfg.type == 'SyncBN'

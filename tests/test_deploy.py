@@ -1,4 +1,4 @@
-"""The inference fast path (:mod:`mmseg_incnext.deploy`) and the speed benchmark."""
+"""The inference fast path (:mod:`mmseg_incnext.models.backbones.inceptionnext_fused`) and the speed benchmark."""
 import json
 import os
 import subprocess
@@ -9,7 +9,8 @@ import torch
 
 import mmseg_incnext  # noqa: F401  (registers the backbone)
 from mmseg.registry import MODELS
-from mmseg_incnext.deploy import FusedInceptionNeXt, fuse_for_inference, fuse_segmentor
+from mmseg_incnext.models.backbones import (FusedInceptionNeXt, fuse_for_inference,
+                                           fuse_segmentor)
 from tests.helpers import REPO_ROOT, seeded_timm_model
 
 SIZES = [(64, 96), (67, 45), (20, 33), (33, 67)]

@@ -16,12 +16,13 @@ from PIL import Image
 import mmseg_incnext  # noqa: F401
 from mmseg_incnext.checkpoint_io import AtomicLocalBackend, atomic_write, \
     latest_complete_checkpoint
-from mmseg_incnext.checkpoint_safety import UnsafeCheckpointError
+from mmseg_incnext.checkpoint_safety import UnsafeCheckpointError, safe_torch_load
 from tests.helpers import REPO_ROOT, write_tiny_config
 from tests.test_train_tools import free_port, miou  # noqa: F401
 
 FPN = 'configs/fpn/incnext_t_ade20k.py'
-HOOKS = ("custom_imports = dict(imports=['mmseg_incnext', 'tests.fault_hooks'])\n"
+HOOKS = ("custom_imports = dict(imports=['mmseg_incnext', 'mmseg_incnext.stack_fixes', "
+         "'tests.fault_hooks'])\n"
          "randomness = dict(seed=0, deterministic=True)\n"
          "custom_hooks = [dict(type='NonFiniteLossHook'), dict(type='ResumeRandomStateHook')"
          "{extra}]\n")
@@ -59,7 +60,7 @@ def logged_losses(work):
 
 
 def weights(path):
-    return torch.load(path, weights_only=True)['state_dict']
+    return safe_torch_load(path)['state_dict']
 
 
 @pytest.fixture(scope='module')
@@ -171,7 +172,7 @@ class _WritesFile:
 def test_code_running_checkpoint_refused_by_every_entry_point(tmp_path, uninterrupted,
                                                               tiny_ade20k, released_weights):
     marker = tmp_path / 'code_ran'
-    evil = dict(torch.load(uninterrupted / 'iter_4.pth', weights_only=True))
+    evil = dict(safe_torch_load(uninterrupted / 'iter_4.pth'))
     evil['meta'] = _WritesFile(str(marker))
     work = tmp_path / 'work'
     work.mkdir()

@@ -7,8 +7,7 @@ import subprocess
 import sys
 
 import pytest
-import torch
-
+from mmseg_incnext.checkpoint_safety import safe_torch_load
 from tests.helpers import REPO_ROOT, write_tiny_config
 
 MMSEG_TOOLS = os.path.join(os.path.dirname(__import__('mmseg').__file__), '.mim', 'tools')
@@ -60,14 +59,15 @@ def test_train_test_tta_and_resume(tiny_upernet, tmp_path):
                'default_hooks.checkpoint.interval=3'])
     assert 'resumed epoch: 0, iter: 2' in out
     assert 'Iter(train) [3/3]' in out and 'Iter(train) [1/3]' not in out
-    resumed = torch.load(os.path.join(work, 'iter_3.pth'), weights_only=True)
+    resumed = safe_torch_load(os.path.join(work, 'iter_3.pth'))
     assert resumed['meta']['iter'] == 3
 
 
 def test_mmseg_own_tools_work_unmodified(tiny_upernet, tmp_path):
     work = str(tmp_path / 'work')
     run([sys.executable, os.path.join(MMSEG_TOOLS, 'train.py'), tiny_upernet, '--work-dir', work])
-    # mmseg's test.py loads the checkpoint with torch.load's weights_only default.
+    # mmseg's test.py reads the checkpoint through mmengine's loader, which the plugin
+    # (imported through the config's custom_imports) routes to the allow-list unpickler.
     out = run([sys.executable, os.path.join(MMSEG_TOOLS, 'test.py'), tiny_upernet,
                os.path.join(work, 'iter_2.pth'), '--work-dir', work])
     assert 0.0 <= miou(out) <= 100.0

@@ -151,3 +151,40 @@ def test_pretrained_needs_checkpoint_key():
                               init_cfg=dict(type='Pretrained')))
     with pytest.raises(KeyError, match='checkpoint'):
         model.init_weights()
+
+
+def test_init_cfg_list_applies_other_entries_then_pretrained(tiny_reference):
+    """mmengine's order: the other initializers first, then Pretrained over them."""
+    reference, paths = tiny_reference
+    model = MODELS.build(dict(type='InceptionNeXt', arch='atto', init_cfg=[
+        dict(type='Constant', layer='BatchNorm2d', val=0.25, bias=0.5),
+        dict(type='Pretrained', checkpoint=paths['release_pth'])]))
+    model.init_weights()
+    # The output norms are not in ImageNet weights: they keep the Constant init ...
+    assert torch.all(model.norm0.weight == 0.25) and torch.all(model.norm3.bias == 0.5)
+    # ... and every BatchNorm the checkpoint has comes from it.
+    torch.testing.assert_close(model.stages[1].blocks[0].norm.weight,
+                               reference.stages[1].blocks[0].norm.weight)
+    torch.testing.assert_close(model.stem[1].bias, reference.stem[1].bias)
+
+
+def test_init_cfg_prefix_and_map_location(tiny_reference):
+    reference, paths = tiny_reference
+    model = MODELS.build(dict(type='InceptionNeXt', arch='atto', out_norm_cfg=None, init_cfg=dict(
+        type='Pretrained', checkpoint=paths['mmseg'], prefix='backbone.', map_location='cpu')))
+    model.init_weights()
+    torch.testing.assert_close(model.stages[2].blocks[1].mlp.fc2.weight,
+                               reference.stages[2].blocks[1].mlp.fc2.weight)
+    # Released weights have bare names: a prefix that matches nothing is an error naming it.
+    model = MODELS.build(dict(type='InceptionNeXt', arch='atto', init_cfg=dict(
+        type='Pretrained', checkpoint=paths['release_pth'], prefix='backbone')))
+    with pytest.raises(CheckpointError, match="prefix='backbone.'.*starts with"):
+        model.init_weights()
+
+
+def test_init_cfg_unknown_pretrained_option_is_refused(tiny_reference):
+    _, paths = tiny_reference
+    model = MODELS.build(dict(type='InceptionNeXt', arch='atto', init_cfg=dict(
+        type='Pretrained', checkpoint=paths['release_pth'], strict=True)))
+    with pytest.raises(KeyError, match=r"unknown option\(s\) \['strict'\]"):
+        model.init_weights()

@@ -17,6 +17,7 @@ import torch
 from mmengine.config import ConfigDict
 from mmengine.utils import ProgressBar
 
+import mmseg_incnext.stack_fixes  # noqa: F401  (safe checkpoint reading, atomic writes)
 from mmseg_incnext.visualization import IMAGE_EXTENSIONS, ImageReadError, read_image, \
     save_prediction
 

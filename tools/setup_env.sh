@@ -1,97 +1,184 @@
 #!/usr/bin/env bash
-# Creates .venv/ at the repository root with the dependency stack this plugin is verified on
-# (see README "Installation") and installs the plugin editable.  Idempotent: a second run on
-# the same machine only checks a stamp and returns; the mmcv wheel (a ~10 minute build) is
-# cached outside the repository so even a fresh clone does not rebuild it.
+# Creates a virtual environment with one of the dependency stacks CI tests (README "Install")
+# and installs the plugin editable into it.
+#
+#   bash tools/setup_env.sh                   # current stack -> .venv/
+#   bash tools/setup_env.sh --stack legacy    # torch 2.1 + numpy 1.26 stack -> .venv-legacy/
+#
+# Idempotent: a second run only checks a stamp. mmcv 2.1.0 is built from source with its ops
+# once per machine (10-20 minutes on 2 cores) and the wheel cached outside the repository,
+# keyed by Python and torch version, since the extension's ABI depends on both.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-VENV="${VENV:-$ROOT/.venv}"
-PYTHON="${PYTHON:-python3.11}"
-CACHE="${MMSEG_INCNEXT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mmseg-incnext}"
+STACK=current
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --stack) STACK="${2:?--stack needs a value: current or legacy}"; shift 2 ;;
+        --stack=*) STACK="${1#--stack=}"; shift ;;
+        -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+        *) echo "!!! [setup] unknown argument $1 (usage: $0 [--stack current|legacy])" >&2; exit 2 ;;
+    esac
+done
 
-TORCH_SPEC='torch===2.13.0'
-TORCHVISION_SPEC='torchvision===0.28.0'
-SETUPTOOLS_SPEC='setuptools>=77,<81'
+# Each stack: the Python version, the packages pinned by the user's environment (torch and
+# its companions, given as a pip constraints file so that nothing installed later moves them).
+case "$STACK" in
+    current)
+        PYTHON_VERSION=3.11
+        DEFAULT_VENV="$ROOT/.venv"
+        # `===`: the exact release, not the CPU-only `2.13.0+cpu` file some machines hold,
+        # with which PyPI's torchvision fails ("operator torchvision::nms does not exist").
+        TORCH_SPECS=('torch===2.13.0' 'torchvision===0.28.0')
+        ;;
+    legacy)
+        PYTHON_VERSION=3.10
+        DEFAULT_VENV="$ROOT/.venv-legacy"
+        TORCH_SPECS=('torch==2.1.2' 'torchvision==0.16.2')
+        ;;
+    *) echo "!!! [setup] unknown stack '$STACK' (choose current or legacy)" >&2; exit 2 ;;
+esac
+CONSTRAINTS="$ROOT/tools/stacks/$STACK.txt"
+VENV="${VENV:-$DEFAULT_VENV}"
+CACHE="${MMSEG_INCNEXT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mmseg-incnext}"
 MMCV_VERSION='2.1.0'
 
-step() { printf '\n==> [setup] %s\n' "$*"; }
+step() { printf '\n==> [setup %s] %s\n' "$STACK" "$*"; }
 CURRENT_STEP='start'
-trap 'echo "!!! [setup] FAILED during: $CURRENT_STEP (see the output above)" >&2' ERR
+trap 'echo "!!! [setup $STACK] FAILED during: $CURRENT_STEP (see the output above)" >&2' ERR
 
-stamp_inputs() {
-    cat "$ROOT/tools/setup_env.sh" "$ROOT/setup.py"
-}
 STAMP="$VENV/.mmseg-incnext-stamp"
-want_stamp="$(stamp_inputs | sha256sum | cut -d' ' -f1)"
+want_stamp="$(cat "$ROOT/tools/setup_env.sh" "$CONSTRAINTS" "$ROOT/setup.py" | sha256sum | cut -d' ' -f1)"
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$want_stamp" && -x "$VENV/bin/python" ]]; then
-    echo "[setup] $VENV is up to date (delete it or $STAMP to rebuild)"
+    echo "[setup $STACK] $VENV is up to date (delete it or $STAMP to rebuild)"
     exit 0
 fi
 
+# A python that runs: pyenv shims exist for every installed version but answer "command not
+# found" unless that version is selected, so `command -v` alone is not enough.
+OVERRIDE_VAR="PYTHON_${STACK^^}"  # PYTHON_CURRENT / PYTHON_LEGACY: the interpreter to use
+find_python() {
+    local version="$1" candidate found
+    if [[ -n "${!OVERRIDE_VAR:-}" ]]; then
+        echo "${!OVERRIDE_VAR}"; return
+    fi
+    for candidate in "python$version" "/usr/bin/python$version" "/usr/local/bin/python$version"; do
+        if "$candidate" -c 'import sys' >/dev/null 2>&1; then echo "$candidate"; return; fi
+    done
+    if command -v pyenv >/dev/null 2>&1; then
+        found="$(pyenv versions --bare 2>/dev/null | grep -E "^${version//./\\.}(\.[0-9]+)?$" | sort -V | tail -n1 || true)"
+        candidate="$(pyenv root)/versions/$found/bin/python$version"
+        if [[ -n "$found" ]] && "$candidate" -c 'import sys' >/dev/null 2>&1; then
+            echo "$candidate"; return
+        fi
+    fi
+    return 1
+}
+
+CURRENT_STEP="find Python $PYTHON_VERSION"
+step "$CURRENT_STEP"
+if ! PY_BIN="$(find_python "$PYTHON_VERSION")"; then
+    echo "!!! [setup $STACK] Python $PYTHON_VERSION not found (tried python$PYTHON_VERSION on PATH and pyenv)." >&2
+    echo "    Install it (e.g. 'pyenv install $PYTHON_VERSION') or set $OVERRIDE_VAR=/path/to/python$PYTHON_VERSION." >&2
+    exit 1
+fi
+py_version() { "$1" -c 'import sys; print("%d.%d" % sys.version_info[:2])'; }
+got="$(py_version "$PY_BIN")" || { echo "!!! [setup $STACK] $PY_BIN does not run" >&2; exit 1; }
+if [[ "$got" != "$PYTHON_VERSION" ]]; then
+    echo "[setup $STACK] WARNING: $PY_BIN is Python $got; CI tests the $STACK stack with" \
+         "$PYTHON_VERSION (README \"Supported stacks\"). Continuing." >&2
+fi
+echo "[setup $STACK] using $PY_BIN"
+
 CURRENT_STEP="create virtual environment $VENV"
 step "$CURRENT_STEP"
-command -v "$PYTHON" >/dev/null || { echo "!!! [setup] $PYTHON not found; set PYTHON=/path/to/python3.11" >&2; exit 1; }
-[[ -x "$VENV/bin/python" ]] || "$PYTHON" -m venv "$VENV"
+if [[ -x "$VENV/bin/python" && "$(py_version "$VENV/bin/python" 2>/dev/null)" != "$got" ]]; then
+    echo "[setup $STACK] $VENV has another Python version; recreating it"
+    rm -rf "$VENV"
+fi
+[[ -x "$VENV/bin/python" ]] || "$PY_BIN" -m venv "$VENV"
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 
-CURRENT_STEP="install build tools ($SETUPTOOLS_SPEC, wheel, ninja)"
+CURRENT_STEP="install build tools and ${TORCH_SPECS[*]} (first time: a large download)"
 step "$CURRENT_STEP"
-"${PIP[@]}" install -q --upgrade pip "$SETUPTOOLS_SPEC" wheel ninja
+"${PIP[@]}" install -q --upgrade pip
+"${PIP[@]}" install --progress-bar on -c "$CONSTRAINTS" setuptools wheel ninja "${TORCH_SPECS[@]}"
 
-CURRENT_STEP="install $TORCH_SPEC $TORCHVISION_SPEC (first time: a large download)"
-step "$CURRENT_STEP"
-"${PIP[@]}" install --progress-bar on "$TORCH_SPEC" "$TORCHVISION_SPEC"
-
-# mmcv 2.1.0 has no wheel for this torch: build it once with its CUDA/CPU ops and keep the
-# wheel in a cache keyed by python and torch versions (the extension's ABI depends on both).
 PY_TAG="$("$VENV/bin/python" -c 'import sys; print(f"cp{sys.version_info.major}{sys.version_info.minor}")')"
 TORCH_TAG="$("$VENV/bin/python" -c 'import torch; print(torch.__version__.replace("+", "_"))')"
 WHEEL_DIR="$CACHE/wheels/mmcv-$MMCV_VERSION-$PY_TAG-torch$TORCH_TAG"
 mkdir -p "$WHEEL_DIR"
 MMCV_WHEEL="$(ls "$WHEEL_DIR"/mmcv-"$MMCV_VERSION"-*.whl 2>/dev/null | head -n1 || true)"
 if [[ -z "$MMCV_WHEEL" ]]; then
-    CURRENT_STEP="build mmcv $MMCV_VERSION with ops from source (about 10 minutes on 2 cores, done once per machine)"
+    CURRENT_STEP="build mmcv $MMCV_VERSION with ops for $PY_TAG + torch $TORCH_TAG (10-20 minutes on 2 cores, once per machine)"
     step "$CURRENT_STEP"
     BUILD_TMP="$(mktemp -d)"
     BUILD_LOG="$BUILD_TMP/build.log"
-    # --no-build-isolation: the extension must compile against the torch installed above.
+    # --no-build-isolation: compile against the torch installed above. --no-cache-dir: pip's
+    # wheel cache is keyed by the sdist alone and would hand back a wheel built for another torch.
     MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" "${PIP[@]}" wheel -v --no-build-isolation \
-        --no-deps --no-binary mmcv -w "$BUILD_TMP" "mmcv==$MMCV_VERSION" >"$BUILD_LOG" 2>&1 &
+        --no-cache-dir --no-deps --no-binary mmcv -w "$BUILD_TMP" "mmcv==$MMCV_VERSION" \
+        >"$BUILD_LOG" 2>&1 &
     build_pid=$!
     while kill -0 "$build_pid" 2>/dev/null; do
-        sleep 20
+        sleep 30
         progress="$(grep -oE '\[[0-9]+/[0-9]+\]' "$BUILD_LOG" | tail -n1 || true)"
         echo "  $(date +%T) building mmcv: ${progress:-preparing} (compiled/total)"
     done
     if ! wait "$build_pid"; then
         tail -n 60 "$BUILD_LOG" >&2
-        echo "!!! [setup] mmcv build failed; full log: $BUILD_LOG" >&2
+        echo "!!! [setup $STACK] mmcv build failed; full log: $BUILD_LOG" >&2
         false
     fi
     built="$(ls "$BUILD_TMP"/mmcv-"$MMCV_VERSION"-*.whl 2>/dev/null | head -n1 || true)"
-    [[ -n "$built" ]] || { echo "!!! [setup] mmcv build produced no wheel" >&2; false; }
+    [[ -n "$built" ]] || { echo "!!! [setup $STACK] mmcv build produced no wheel" >&2; false; }
     mv "$built" "$WHEEL_DIR/"
     rm -rf "$BUILD_TMP"
     MMCV_WHEEL="$(ls "$WHEEL_DIR"/mmcv-"$MMCV_VERSION"-*.whl | head -n1)"
 else
-    echo "[setup] using cached mmcv wheel $MMCV_WHEEL"
+    echo "[setup $STACK] using cached mmcv wheel $MMCV_WHEEL"
 fi
 
-CURRENT_STEP="install mmcv, mmengine, mmsegmentation, timm and the plugin (editable, with test extras)"
+CURRENT_STEP="install mmcv, mmengine and mmsegmentation (the user's OpenMMLab environment)"
 step "$CURRENT_STEP"
-"${PIP[@]}" install -q "$MMCV_WHEEL" "$SETUPTOOLS_SPEC" -e "$ROOT[tests]"
+"${PIP[@]}" install -q -c "$CONSTRAINTS" "$MMCV_WHEEL" mmengine==0.10.7 mmsegmentation==1.2.2 \
+    ftfy regex
+
+# What a user does in their own environment: a plain install of the plugin must leave the
+# core packages as they are.
+CURRENT_STEP="install the plugin (pip install -e .) and check it moves no core package"
+step "$CURRENT_STEP"
+core_versions() {
+    local installed
+    installed="$("$VENV/bin/python" -m pip list --format=freeze)"
+    grep -iE '^(torch|torchvision|numpy|mmcv|mmengine|mmsegmentation|opencv-python)==' \
+        <<<"$installed"
+}
+before="$(core_versions)"
+"${PIP[@]}" install -q -e "$ROOT"
+after="$(core_versions)"
+if [[ "$before" != "$after" ]]; then
+    echo "!!! [setup $STACK] installing the plugin changed core packages:" >&2
+    diff <(echo "$before") <(echo "$after") >&2 || true
+    false
+fi
+
+CURRENT_STEP="install the test extras (timm, pytest, mmpretrain)"
+step "$CURRENT_STEP"
+"${PIP[@]}" install -q -c "$CONSTRAINTS" -e "$ROOT[tests]"
 
 CURRENT_STEP="check the stack imports"
 step "$CURRENT_STEP"
 "$VENV/bin/python" - <<'PY'
-import mmcv, mmengine, mmseg, timm, torch, torchvision
+import mmcv, mmengine, mmseg, numpy, timm, torch, torchvision
 from mmcv.ops import nms  # noqa: F401  (fails if mmcv was built without ops)
 import mmseg.models  # noqa: F401
 import mmseg_incnext  # noqa: F401
-print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, mmcv {mmcv.__version__}, "
+import sys
+print(f"python {sys.version.split()[0]}, torch {torch.__version__}, torchvision "
+      f"{torchvision.__version__}, numpy {numpy.__version__}, mmcv {mmcv.__version__}, "
       f"mmengine {mmengine.__version__}, mmseg {mmseg.__version__}, timm {timm.__version__}")
 PY
 
 echo "$want_stamp" > "$STAMP"
-echo "[setup] done: activate with 'source $VENV/bin/activate'"
+echo "[setup $STACK] done: activate with 'source $VENV/bin/activate'"

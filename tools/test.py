@@ -9,6 +9,7 @@ import os
 from mmengine.config import DictAction
 from mmengine.runner import Runner
 
+import mmseg_incnext.stack_fixes  # noqa: F401  (safe checkpoint reading, atomic writes)
 from mmseg_incnext.runtime import finish_distributed, load_run_config
 
 

@@ -15,6 +15,7 @@ from mmengine.logging import print_log
 from mmengine.runner import Runner
 
 from mmseg.registry import RUNNERS
+import mmseg_incnext.stack_fixes  # noqa: F401  (safe checkpoint reading, atomic writes)
 from mmseg_incnext.runtime import finish_distributed, load_run_config
 
 

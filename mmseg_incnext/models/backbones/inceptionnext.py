@@ -4,7 +4,7 @@ Parameter names follow the released ImageNet checkpoints (and timm's ``inception
 so that the weights load by exact key match; see :mod:`mmseg_incnext.weights`.
 """
 import warnings
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -16,6 +16,9 @@ from mmengine.model.weight_init import trunc_normal_
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmseg.registry import MODELS
+from mmseg_incnext.arch import ARCH_DEFAULTS, ARCH_SETTINGS
+from mmseg_incnext.compat import autocast_enabled
+from mmseg_incnext.weights import load_pretrained
 
 
 class InceptionDWConv2d(nn.Module):
@@ -63,11 +66,6 @@ class InceptionDWConv2d(nn.Module):
             (x_id, self.dwconv_hw(x_hw), self.dwconv_w(x_w), self.dwconv_h(x_h)), dim=1)
 
 
-def _autocast_enabled(device_type: str) -> bool:
-    # 'meta' (used for MAC counting) has no autocast state; asking raises.
-    return device_type != 'meta' and torch.is_autocast_enabled(device_type)
-
-
 class ConvMlp(nn.Module):
     """Channel MLP made of two 1x1 convolutions with a GELU between them.
 
@@ -91,7 +89,7 @@ class ConvMlp(nn.Module):
         # Not under autocast: a folded 1e-6 scale underflows in fp16 weights, and unfolded the
         # product promotes the branch to fp32 as in the reference.
         fold_scale = (out_scale is not None and w2.numel() < x.numel()
-                      and not _autocast_enabled(x.device.type))
+                      and not autocast_enabled(x.device.type))
         if fold_scale:
             w2 = w2 * out_scale.unsqueeze(1)
             b2 = None if b2 is None else b2 * out_scale
@@ -260,7 +258,7 @@ class InceptionNeXt(BaseModule):
             which is faster for these convolutions on CPUs and recent GPUs. Defaults to True.
         fast_inference (bool): In eval mode without autograd (testing, ``inference_model``),
             run a fused copy with the BatchNorms and layer scales folded into the
-            convolutions (:mod:`mmseg_incnext.deploy`); same outputs to ~1e-6. The copy is
+            convolutions (:mod:`.inceptionnext_fused`); same outputs to ~1e-6. The copy is
             rebuilt whenever the weights change. Defaults to True.
         init_cfg (dict | list | None): ``dict(type='Pretrained', checkpoint=...)`` loads a
             released ``.pth``, a timm ``.safetensors``, an mmseg segmentor checkpoint or a
@@ -271,15 +269,11 @@ class InceptionNeXt(BaseModule):
         4, 8, 16 and 32: ``ceil(H / stride) x ceil(W / stride)`` for any input size.
     """
 
-    arch_settings: Dict[str, dict] = {
-        'atto': dict(depths=(2, 2, 6, 2), dims=(40, 80, 160, 320),
-                     band_kernel_size=9, branch_ratio=0.25),
-        'tiny': dict(depths=(3, 3, 9, 3), dims=(96, 192, 384, 768)),
-        'small': dict(depths=(3, 3, 27, 3), dims=(96, 192, 384, 768)),
-        'base': dict(depths=(3, 3, 27, 3), dims=(128, 256, 512, 1024)),
-    }
-    arch_defaults = dict(mlp_ratios=(4, 4, 4, 3), square_kernel_size=3, band_kernel_size=11,
-                         branch_ratio=0.125)
+    arch_settings: Dict[str, dict] = ARCH_SETTINGS
+    arch_defaults: dict = ARCH_DEFAULTS
+    # Builds the fused inference copy. Set by .inceptionnext_fused, which is made of this
+    # module's pieces and so is not imported here; None runs the plain path.
+    fused_builder: Optional[Callable[..., nn.Module]] = None
 
     def __init__(self,
                  arch: Union[str, dict] = 'tiny',
@@ -357,7 +351,8 @@ class InceptionNeXt(BaseModule):
         missing = {'depths', 'dims'} - set(arch)
         if unknown or missing:
             raise KeyError(f'Invalid custom arch: missing keys {sorted(missing)}, unknown keys '
-                           f'{sorted(unknown)}; allowed: depths, dims, {", ".join(cls.arch_defaults)}')
+                           f'{sorted(unknown)}; allowed: depths, dims, '
+                           f'{", ".join(cls.arch_defaults)}')
         resolved = {**cls.arch_defaults, **arch}
         n = len(resolved['depths'])
         if isinstance(resolved['mlp_ratios'], (int, float)):
@@ -384,23 +379,36 @@ class InceptionNeXt(BaseModule):
         return tuple(sorted(resolved))
 
     def init_weights(self) -> None:
-        pretrained = self._pretrained_checkpoint()
-        if pretrained is None:
+        """Initialise as mmengine does: the ``init_cfg`` entries other than ``Pretrained``
+        first, then the ``Pretrained`` one, read by :func:`~mmseg_incnext.weights.
+        load_pretrained` (any checkpoint format, exact key matching, its own errors) with
+        ``PretrainedInit``'s options ``prefix`` and ``map_location``. Without ``init_cfg``:
+        truncated-normal convolutions, as the reference."""
+        cfgs = [cfg for cfg in (self.init_cfg if isinstance(self.init_cfg, list)
+                                else [self.init_cfg]) if cfg]
+        pretrained = [cfg for cfg in cfgs if cfg.get('type') == 'Pretrained']
+        if not pretrained:
             super().init_weights()
-            if not self.init_cfg:
+            if not cfgs:
                 self.apply(self._init_conv)
             return
-        from mmseg_incnext.weights import load_pretrained
-        load_pretrained(self, pretrained)
-
-    def _pretrained_checkpoint(self) -> Optional[str]:
-        cfgs = self.init_cfg if isinstance(self.init_cfg, list) else [self.init_cfg]
-        for cfg in cfgs:
-            if cfg and cfg.get('type') == 'Pretrained':
-                if 'checkpoint' not in cfg:
-                    raise KeyError("init_cfg of type 'Pretrained' needs a 'checkpoint' key")
-                return cfg['checkpoint']
-        return None
+        if len(pretrained) > 1:
+            raise ValueError(f'init_cfg has {len(pretrained)} Pretrained entries; give one')
+        options = dict(pretrained[0])
+        options.pop('type')
+        if 'checkpoint' not in options:
+            raise KeyError("init_cfg of type 'Pretrained' needs a 'checkpoint' key")
+        unknown = set(options) - {'checkpoint', 'prefix', 'map_location'}
+        if unknown:
+            raise KeyError(f'init_cfg of type Pretrained: unknown option(s) {sorted(unknown)}; '
+                           'InceptionNeXt accepts checkpoint, prefix and map_location')
+        self.init_cfg = [cfg for cfg in cfgs if cfg not in pretrained] or None
+        try:
+            super().init_weights()  # the other entries, through mmengine
+        finally:
+            self.init_cfg = cfgs if len(cfgs) > 1 else cfgs[0]
+        load_pretrained(self, options['checkpoint'], prefix=options.get('prefix'),
+                        map_location=options.get('map_location', 'cpu'))
 
     @staticmethod
     def _init_conv(module: nn.Module) -> None:
@@ -432,14 +440,15 @@ class InceptionNeXt(BaseModule):
     def _fused(self) -> Optional[nn.Module]:
         """The fused inference copy for the current weights (built on first use and again
         after any parameter or buffer changes: training steps, loading, moving)."""
-        from mmseg_incnext.deploy import fuse_for_inference
+        if self.fused_builder is None:
+            return None
         key = tuple((t.data_ptr(), t._version) for t in
                     (*self.parameters(), *self.buffers()))
         if self._fused_cache is None or self._fused_cache[0] != key:
             try:
                 # Built outside inference mode so that its tensors are ordinary ones.
                 with torch.inference_mode(False):
-                    fused = fuse_for_inference(self, memory_format=self.memory_format)
+                    fused = self.fused_builder(self, memory_format=self.memory_format)
             except TypeError as err:  # e.g. a norm_cfg other than BatchNorm
                 warnings.warn(f'InceptionNeXt fast inference is off: {err}')
                 self.fast_inference = False

@@ -27,8 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from mmseg_incnext.models.backbones.inceptionnext import (InceptionNeXt, MetaNeXtBlock,
-                                                          pad_to_multiple)
+from .inceptionnext import InceptionNeXt, MetaNeXtBlock, pad_to_multiple
 
 __all__ = ['FusedInceptionNeXt', 'fuse_for_inference', 'fuse_segmentor']
 
@@ -291,3 +290,7 @@ def fuse_segmentor(segmentor: nn.Module, **kwargs) -> nn.Module:
         return segmentor.eval()
     segmentor.backbone = fuse_for_inference(backbone, **kwargs)
     return segmentor.eval()
+
+
+# The backbone's default inference path (``fast_inference=True``) builds its copy with this.
+InceptionNeXt.fused_builder = staticmethod(fuse_for_inference)

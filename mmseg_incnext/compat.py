@@ -1,0 +1,28 @@
+"""Differences between the torch versions the plugin supports, decided by feature checks.
+
+Everything that depends on the installed version lives here, checked once at import, so
+the rest of the package calls one function whatever the stack.
+"""
+import torch
+
+
+def _autocast_query_takes_device() -> bool:
+    try:
+        torch.is_autocast_enabled('cpu')  # torch >= 2.4
+    except TypeError:
+        return False
+    return True
+
+
+if _autocast_query_takes_device():
+
+    def autocast_enabled(device_type: str) -> bool:
+        """Whether autocast is on for ``device_type`` (``'meta'``: never; asking raises)."""
+        return device_type != 'meta' and torch.is_autocast_enabled(device_type)
+else:
+    _AUTOCAST_QUERIES = {'cuda': torch.is_autocast_enabled, 'cpu': torch.is_autocast_cpu_enabled}
+
+    def autocast_enabled(device_type: str) -> bool:
+        """Whether autocast is on for ``device_type`` (older torch: one query per device)."""
+        query = _AUTOCAST_QUERIES.get(device_type)
+        return query is not None and query()
