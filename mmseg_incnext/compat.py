@@ -1,6 +1,6 @@
 """Differences between the torch versions the plugin supports, decided by feature checks.
 
-Everything that depends on the installed version lives here, checked once at import, so
+Everything that depends on the installed version lives here, so
 the rest of the package calls one function whatever the stack.
 """
 import torch
@@ -26,3 +26,4 @@ else:
         """Whether autocast is on for ``device_type`` (older torch: one query per device)."""
         query = _AUTOCAST_QUERIES.get(device_type)
         return query is not None and query()
+

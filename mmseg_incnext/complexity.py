@@ -42,8 +42,11 @@ def count_params_and_macs(cfg: Config, shape: Tuple[int, int]) -> ModelSize:
     with torch.device('meta'):
         model = MODELS.build(model_cfg).eval()
         params = sum(p.numel() for p in model.parameters())
-        with FlopCounterMode(display=False) as counter:
-            model(torch.empty(1, 3, *shape), mode='tensor')
-    per_module = counter.get_flop_counts()
-    backbone_flops = sum(per_module.get(f'{type(model).__name__}.backbone', {}).values())
-    return ModelSize(params, counter.get_total_flops() // 2, backbone_flops // 2)
+        image = torch.empty(1, 3, *shape)
+        # Two passes instead of per-module counts: torch < 2.4 only tracks modules through
+        # hooks that break modules taking a tuple (the FPN neck).
+        with FlopCounterMode(display=False) as whole:
+            model(image, mode='tensor')
+        with FlopCounterMode(display=False) as backbone:
+            model.backbone(image)
+    return ModelSize(params, whole.get_total_flops() // 2, backbone.get_total_flops() // 2)
