@@ -20,8 +20,8 @@ test: setup setup-legacy
 test-current: setup
 	$(PY) -m pytest tests -q
 
-# torch 2.1 + numpy 1.26: everything but the benchmark tool and the cross-stack tests,
-# which the current stack's run drives.
+# torch 2.1 + numpy 1.26: the whole suite but the cross-stack tests, which the current
+# stack's run drives with both interpreters.
 test-legacy: setup-legacy
 	$(LEGACY_PY) -m pytest tests -q -m "not current_stack_only"
 
