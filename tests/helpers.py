@@ -3,6 +3,7 @@ import os
 import uuid
 from typing import Dict
 
+import numpy as np
 import timm
 import torch
 
@@ -150,3 +151,38 @@ def write_tiny_config(folder: str, base: str, data_root: str, checkpoint: str, c
                                    checkpoint=checkpoint, crop=crop, batch=batch, iters=iters,
                                    extra=extra))
     return path
+
+
+class WritesFile:
+    """Pickles as ``getattr(numpy.ndarray, 'tofile')(array, marker)``: with a plain
+    ``getattr`` allowed, loading would write a file; any method could be reached so."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (np.ndarray.tofile, (np.zeros(1), self.marker))
+
+
+class RunsShell:
+    """The classic: ``os.system(command)`` as a global call."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f'touch {self.marker}', ))
+
+
+class EvalsCode:
+    """``builtins.eval`` of code that writes the marker."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (eval, (f"open({self.marker!r}, 'w').write('x')", ))
+
+
+# Files built from these must be refused by every loader, without the marker appearing.
+CRAFTED_PAYLOADS = (WritesFile, RunsShell, EvalsCode)

@@ -117,34 +117,60 @@ def test_block_norm_cfg_is_used():
     assert isinstance(model.stages[3].blocks[0].norm, nn.SyncBatchNorm)
 
 
-def test_frozen_stages():
-    model = build(frozen_stages=2, out_norm_cfg=dict(type='BN'))
+def train_one_step(model, weight_decay=0.05):
+    """One AdamW step on the mean of the outputs, with weight decay (which moves every
+    parameter the optimizer holds, even one whose gradient is zero)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-2, weight_decay=weight_decay)
     model.train()
-    frozen = [model.stem, model.stages[0], model.stages[1], model.norm0, model.norm1]
-    for module in frozen:
-        assert not module.training
-        assert all(not p.requires_grad for p in module.parameters())
-    for module in (model.stages[2], model.stages[3], model.norm2):
-        assert module.training
-        assert all(p.requires_grad for p in module.parameters())
+    loss = sum(o.mean() for o in model(torch.randn(2, 3, 64, 64)))
+    loss.backward()
+    optimizer.step()
+
+
+def snapshot(module):
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def test_frozen_stages_keep_weights_and_statistics_through_a_training_step():
+    torch.manual_seed(0)
+    model = build(frozen_stages=2, out_norm_cfg=dict(type='BN'), layer_scale_init_value=0.5)
+    frozen = {'stem': model.stem, 'stages.0': model.stages[0], 'stages.1': model.stages[1],
+              'norm0': model.norm0, 'norm1': model.norm1}
+    trained = {'stages.2': model.stages[2], 'norm2': model.norm2}
+    before = {name: snapshot(m) for name, m in {**frozen, **trained}.items()}
+    train_one_step(model)
+    for name, module in frozen.items():
+        for key, value in module.state_dict().items():
+            if not key.endswith('num_batches_tracked'):
+                assert torch.equal(value, before[name][key]), f'{name}.{key} changed'
+    for name, module in trained.items():
+        changed = [k for k, v in module.state_dict().items() if not torch.equal(v, before[name][k])]
+        assert changed, f'{name} did not train'
+    assert not model.stem.training and model.stages[2].training
     with pytest.raises(ValueError, match='frozen_stages=5'):
         build(frozen_stages=5)
 
 
-def test_norm_eval_keeps_batchnorm_statistics():
-    model = build(norm_eval=True)
-    model.train()
-    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-    assert bns and all(not m.training for m in bns)
-    before = model.stem[1].running_mean.clone()
-    model(torch.randn(2, 3, 64, 64))
-    torch.testing.assert_close(model.stem[1].running_mean, before)
-
-
-def test_with_cp_matches_plain_forward_and_backward():
+def test_norm_eval_keeps_batchnorm_statistics_through_a_training_step():
     torch.manual_seed(0)
-    plain = build(layer_scale_init_value=0.5)
-    checkpointed = build(layer_scale_init_value=0.5, with_cp=True)
+    model = build(norm_eval=True, out_norm_cfg=dict(type='BN'), layer_scale_init_value=0.5)
+    bns = {n: m for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)}
+    before = {n: (m.running_mean.clone(), m.running_var.clone()) for n, m in bns.items()}
+    weight_before = model.stages[1].blocks[0].mlp.fc1.weight.detach().clone()
+    train_one_step(model)
+    for name, bn in bns.items():
+        assert not bn.training, name
+        assert torch.equal(bn.running_mean, before[name][0]), name
+        assert torch.equal(bn.running_var, before[name][1]), name
+    assert not torch.equal(model.stages[1].blocks[0].mlp.fc1.weight, weight_before)
+
+
+@pytest.mark.parametrize('channels_last', [True, False])
+def test_with_cp_matches_plain_forward_and_backward(channels_last):
+    torch.manual_seed(0)
+    plain = build(layer_scale_init_value=0.5, channels_last=channels_last)
+    checkpointed = build(layer_scale_init_value=0.5, with_cp=True, channels_last=channels_last)
     checkpointed.load_state_dict(plain.state_dict())
     x = torch.randn(2, 3, 64, 64)
     outs = [m(x) for m in (plain, checkpointed)]
@@ -152,7 +178,8 @@ def test_with_cp_matches_plain_forward_and_backward():
         torch.testing.assert_close(o1, o2)
     sum(o.sum() for o in outs[0]).backward()
     sum(o.sum() for o in outs[1]).backward()
-    torch.testing.assert_close(plain.stem[0].weight.grad, checkpointed.stem[0].weight.grad)
+    for (name, p1), p2 in zip(plain.named_parameters(), checkpointed.parameters()):
+        torch.testing.assert_close(p1.grad, p2.grad, msg=name)
 
 
 def test_drop_path_and_layer_scale():

@@ -19,7 +19,7 @@ import mmseg_incnext.stack_fixes  # noqa: F401  (routes mmengine's loaders to sa
 from mmseg_incnext.checkpoint_safety import (ALLOWED_GLOBALS, UnsafeCheckpointError,
                                              history_buffer_method, latin1_encode,
                                              restricted_pickle, safe_torch_load)
-from tests.helpers import REPO_ROOT, train_toy_runner
+from tests.helpers import CRAFTED_PAYLOADS, REPO_ROOT, RunsShell, train_toy_runner
 
 
 def pickled_bytes(path):
@@ -73,38 +73,7 @@ def test_numpy_1_and_numpy_2_names_both_resolve():
         assert loaded['a'].tolist() == [0.0, 1.0, 2.0] and loaded['s'] == 2.5
 
 
-class _WritesFile:
-    """Pickles as ``getattr(numpy.ndarray, 'tofile')(array, marker)``: with a plain
-    ``getattr`` allowed, loading would write a file; any method could be reached so."""
-
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (np.ndarray.tofile, (np.zeros(1), self.marker))
-
-
-class _RunsShell:
-    """The classic: ``os.system(command)`` as a global call."""
-
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f'touch {self.marker}', ))
-
-
-class _EvalsCode:
-    """``builtins.eval`` of code that writes the marker."""
-
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (eval, (f"open({self.marker!r}, 'w').write('x')", ))
-
-
-@pytest.mark.parametrize('payload', [_WritesFile, _RunsShell, _EvalsCode])
+@pytest.mark.parametrize('payload', CRAFTED_PAYLOADS)
 def test_crafted_pickles_are_refused_without_running(tmp_path, payload):
     marker = tmp_path / 'code_ran'
     path = tmp_path / 'crafted.pth'
@@ -124,7 +93,7 @@ def test_crafted_legacy_format_pickle_is_refused(tmp_path):
     """torch's pre-1.6 (non-zip) format goes through the same unpickler."""
     marker = tmp_path / 'code_ran'
     path = tmp_path / 'legacy.pth'
-    torch.save({'meta': _RunsShell(str(marker))}, path, _use_new_zipfile_serialization=False)
+    torch.save({'meta': RunsShell(str(marker))}, path, _use_new_zipfile_serialization=False)
     with pytest.raises(UnsafeCheckpointError):
         safe_torch_load(str(path))
     assert not marker.exists()

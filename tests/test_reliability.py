@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -17,7 +16,7 @@ import mmseg_incnext  # noqa: F401
 from mmseg_incnext.checkpoint_io import AtomicLocalBackend, atomic_write, \
     latest_complete_checkpoint
 from mmseg_incnext.checkpoint_safety import UnsafeCheckpointError, safe_torch_load
-from tests.helpers import REPO_ROOT, write_tiny_config
+from tests.helpers import REPO_ROOT, WritesFile, write_tiny_config
 from tests.test_train_tools import free_port, miou  # noqa: F401
 
 FPN = 'configs/fpn/incnext_t_ade20k.py'
@@ -129,17 +128,15 @@ def test_losing_a_rank_ends_the_job_and_resume_works(tmp_path, tiny_ade20k, rele
     config = config_with(tmp_path, tiny_ade20k, released_weights('tiny'), iters=6,
                          extra_hooks="dict(type='KillProcessHook', at_iter=4, rank=1)")
     work = tmp_path / 'work'
-    start = time.monotonic()
+    # No hang: the surviving rank must end with the job (the timeout fails the test).
     result = subprocess.run(
         ['bash', 'tools/dist_train.sh', config, '2', '--work-dir', str(work), '--cfg-options',
          'default_hooks.checkpoint.interval=2'],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
         env={**os.environ, 'PORT': str(free_port()), 'OMP_NUM_THREADS': '1'})
-    elapsed = time.monotonic() - start
     output = result.stdout + result.stderr
     assert result.returncode != 0
     assert 'rank      : 1' in output and 'SIGKILL' in output, output[-3000:]
-    assert elapsed < 240
     assert latest_complete_checkpoint(str(work)) == str(work / 'iter_2.pth')
 
     resumed = config_with(tmp_path, tiny_ade20k, released_weights('tiny'), iters=4)
@@ -161,19 +158,11 @@ def test_non_finite_loss_stops_training_naming_the_iteration(tmp_path, tiny_ade2
     assert 'FloatingPointError: Non-finite loss nan at iteration 2' in result.stderr
 
 
-class _WritesFile:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (np.ndarray.tofile, (np.zeros(1), self.marker))
-
-
 def test_code_running_checkpoint_refused_by_every_entry_point(tmp_path, uninterrupted,
                                                               tiny_ade20k, released_weights):
     marker = tmp_path / 'code_ran'
     evil = dict(safe_torch_load(uninterrupted / 'iter_4.pth'))
-    evil['meta'] = _WritesFile(str(marker))
+    evil['meta'] = WritesFile(str(marker))
     work = tmp_path / 'work'
     work.mkdir()
     torch.save(evil, work / 'iter_6.pth')
