@@ -15,6 +15,7 @@ Examples::
 Peak memory: CUDA ``torch.cuda.max_memory_allocated``; CPU the peak resident-set growth
 during one extra step (sampled every millisecond after ``malloc_trim``), in MiB.
 """
+import quiet_warnings  # noqa: F401  (first: filters known third-party warnings)
 import argparse
 import contextlib
 import ctypes

@@ -5,6 +5,7 @@
 
 The backbone column is the backbone's share of the GMACs.
 """
+import quiet_warnings  # noqa: F401  (first: filters known third-party warnings)
 import argparse
 import os
 

@@ -8,6 +8,7 @@ NAME_labels.png (the class index of each pixel). Grayscale, RGBA and 16-bit imag
 converted; very large images are segmented in sliding 512x512 windows. An image that cannot
 be read is reported by name and the others are still processed (exit code 1 at the end).
 """
+import quiet_warnings  # noqa: F401  (first: filters known third-party warnings)
 import argparse
 import os
 import sys

@@ -10,6 +10,7 @@
 With a real ADE20K and config, the same steps are tools/train.py, tools/test.py and
 tools/image_demo.py (see README).
 """
+import quiet_warnings  # noqa: F401  (first: filters known third-party warnings)
 import argparse
 import os
 

@@ -3,6 +3,7 @@
 Same arguments as mmsegmentation's tools/test.py. The paper's UperNet numbers are
 multi-scale (--tta); its Semantic FPN numbers are single-scale.
 """
+import quiet_warnings  # noqa: F401  (first: filters known third-party warnings)
 import argparse
 import os
 

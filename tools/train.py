@@ -6,6 +6,7 @@ Same arguments as mmsegmentation's tools/train.py, and:
 On a machine without CUDA, SyncBN becomes BN and distributed runs use gloo. The dataset
 folders are checked before anything is built.
 """
+import quiet_warnings  # noqa: F401  (first: filters known third-party warnings)
 import argparse
 import logging
 import os
