@@ -258,7 +258,7 @@ class InceptionNeXt(BaseModule):
             which is faster for these convolutions on CPUs and recent GPUs. Defaults to True.
         fast_inference (bool): In eval mode without autograd (testing, ``inference_model``),
             run a fused copy with the BatchNorms and layer scales folded into the
-            convolutions (:mod:`.inceptionnext_fused`); same outputs to ~1e-6. The copy is
+            convolutions (:mod:`.inceptionnext_fused`); outputs equal to 1e-4. The copy is
             rebuilt whenever the weights change. Defaults to True.
         init_cfg (dict | list | None): ``dict(type='Pretrained', checkpoint=...)`` loads a
             released ``.pth``, a timm ``.safetensors``, an mmseg segmentor checkpoint or a

@@ -1,8 +1,8 @@
 """Inference fast path for the InceptionNeXt backbone.
 
 :func:`fuse_for_inference` turns a trained :class:`~mmseg_incnext.InceptionNeXt` into an
-inference-only module with the same outputs (eval-mode semantics, fp32 max abs difference
-well below 1e-4) and less work per image:
+inference-only module with the same outputs (eval-mode semantics; fp32 outputs equal to
+1e-4, as the tests check) and less work per image:
 
 * every BatchNorm and the layer scale are folded into a neighbouring convolution: the stem
   BN into the stem conv, each downsampling BN into the following 2x2 conv (odd sizes are
