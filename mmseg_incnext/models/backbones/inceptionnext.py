@@ -95,8 +95,7 @@ class ConvMlp(nn.Module):
             b2 = None if b2 is None else b2 * out_scale
         if x.is_contiguous(memory_format=torch.channels_last):
             # In channels-last memory a 1x1 conv is a matrix product over the (N, H, W, C)
-            # view. As F.linear it runs as a plain GEMM, which is faster than the 1x1
-            # convolution kernels forward and backward (README "Speed").
+            # view; as F.linear it runs as a plain GEMM (docs/speed.md).
             hidden = self.act(F.linear(x.permute(0, 2, 3, 1), w1, self.fc1.bias))
             out = F.linear(hidden, w2, b2).permute(0, 3, 1, 2)
         else:

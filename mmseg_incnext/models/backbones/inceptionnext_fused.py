@@ -194,9 +194,8 @@ class FusedBlock(_InferenceOnly):
         if not channels_last:
             hidden = _gelu_(F.conv2d(mixed, self.fc1_weight[:, :, None, None], self.fc1_bias))
             return F.conv2d(hidden, self.fc2_weight[:, :, None, None], self.fc2_bias).add_(x)
-        # Measured against oneDNN's fused linear+GELU / linear+add kernels on the project's
-        # CPU, these plain GEMMs with in-place GELU and add were 4-10% faster (README
-        # "Speed"), and they are the same code on every device and under torch.compile.
+        # Plain GEMMs with in-place GELU and add: one code path on every device and under
+        # torch.compile (docs/speed.md).
         hidden = _gelu_(F.linear(mixed.permute(0, 2, 3, 1), self.fc1_weight, self.fc1_bias))
         out = F.linear(hidden, self.fc2_weight, self.fc2_bias).add_(x.permute(0, 2, 3, 1))
         return out.permute(0, 3, 1, 2)
