@@ -16,9 +16,8 @@ from mmengine.logging import HistoryBuffer
 from mmengine.runner.checkpoint import CheckpointLoader
 
 import mmseg_incnext.stack_fixes  # noqa: F401  (routes mmengine's loaders to safe_torch_load)
-from mmseg_incnext.checkpoint_safety import (ALLOWED_GLOBALS, UnsafeCheckpointError,
-                                             history_buffer_method, latin1_encode,
-                                             restricted_pickle, safe_torch_load)
+from mmseg_incnext.checkpoint_safety import (UnsafeCheckpointError, history_buffer_method,
+                                             latin1_encode, restricted_pickle, safe_torch_load)
 from tests.helpers import CRAFTED_PAYLOADS, REPO_ROOT, RunsShell, train_toy_runner
 
 
