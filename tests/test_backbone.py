@@ -172,7 +172,14 @@ def test_norm_eval_keeps_batchnorm_statistics_through_a_training_step():
 
 
 @pytest.mark.parametrize('channels_last', [True, False])
-def test_with_cp_matches_plain_forward_and_backward(channels_last):
+def test_with_cp_matches_plain_forward_and_backward(channels_last, monkeypatch):
+    from mmseg_incnext.models.backbones import inceptionnext
+    calls, checkpoint = [], inceptionnext.cp.checkpoint
+
+    def counting_checkpoint(*args, **kwargs):
+        calls.append(1)
+        return checkpoint(*args, **kwargs)
+    monkeypatch.setattr(inceptionnext.cp, 'checkpoint', counting_checkpoint)
     torch.manual_seed(0)
     plain = build(layer_scale_init_value=0.5, channels_last=channels_last)
     checkpointed = build(layer_scale_init_value=0.5, with_cp=True, channels_last=channels_last)
@@ -181,6 +188,7 @@ def test_with_cp_matches_plain_forward_and_backward(channels_last):
     outs = [m(x) for m in (plain, checkpointed)]
     for o1, o2 in zip(*outs):
         torch.testing.assert_close(o1, o2)
+    assert len(calls) == sum(checkpointed.arch['depths'])  # each block, once, checkpointed
     sum(o.sum() for o in outs[0]).backward()
     sum(o.sum() for o in outs[1]).backward()
     for (name, p1), p2 in zip(plain.named_parameters(), checkpointed.parameters()):
@@ -266,6 +274,12 @@ def test_autocast_training_keeps_small_layer_scales(dtype):
     exact, half = grads
     assert exact.abs().max() > 0
     assert (half - exact).norm() / exact.norm() < 0.2
+    # Under autocast the scale multiplies the output (promoting it to fp32), never the
+    # weight: in bf16 a folded scale would not underflow, so check the path itself.
+    block = model.stages[0].blocks[0]
+    hidden = torch.randn(2, 40, 16, 16).contiguous(memory_format=torch.channels_last)
+    with torch.autocast('cpu', dtype=dtype):
+        assert block.mlp(hidden, out_scale=block.gamma).dtype == torch.float32
 
 
 @pytest.mark.parametrize('channels_last', [True, False])

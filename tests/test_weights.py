@@ -168,11 +168,20 @@ def test_init_cfg_list_applies_other_entries_then_pretrained(tiny_reference):
     torch.testing.assert_close(model.stem[1].bias, reference.stem[1].bias)
 
 
-def test_init_cfg_prefix_and_map_location(tiny_reference):
+def test_init_cfg_prefix_and_map_location(tiny_reference, tmp_path):
     reference, paths = tiny_reference
+    path = str(tmp_path / 'encoder.pth')
+    torch.save({'state_dict': {f'encoder.{k}': v for k, v in reference.state_dict().items()}},
+               path)
+    located = []
+
+    def map_location(storage, location):
+        located.append(location)
+        return storage
     model = MODELS.build(dict(type='InceptionNeXt', arch='atto', out_norm_cfg=None, init_cfg=dict(
-        type='Pretrained', checkpoint=paths['mmseg'], prefix='backbone.', map_location='cpu')))
+        type='Pretrained', checkpoint=path, prefix='encoder', map_location=map_location)))
     model.init_weights()
+    assert located  # the option reached torch.load
     torch.testing.assert_close(model.stages[2].blocks[1].mlp.fc2.weight,
                                reference.stages[2].blocks[1].mlp.fc2.weight)
     # Released weights have bare names: a prefix that matches nothing is an error naming it.
@@ -180,6 +189,19 @@ def test_init_cfg_prefix_and_map_location(tiny_reference):
         type='Pretrained', checkpoint=paths['release_pth'], prefix='backbone')))
     with pytest.raises(CheckpointError, match="prefix='backbone.'.*starts with"):
         model.init_weights()
+
+
+def test_init_weights_twice_keeps_the_weights(tiny_reference):
+    """As in mmengine, a second call only warns: it must not reload over trained weights."""
+    _, paths = tiny_reference
+    for init_cfg in (None, dict(type='Pretrained', checkpoint=paths['release_pth'])):
+        model = MODELS.build(dict(type='InceptionNeXt', arch='atto', init_cfg=init_cfg))
+        model.init_weights()
+        with torch.no_grad():
+            model.stem[0].weight.add_(1.0)  # as training would
+        trained = model.stem[0].weight.clone()
+        model.init_weights()
+        assert torch.equal(model.stem[0].weight, trained)
 
 
 def test_init_cfg_unknown_pretrained_option_is_refused(tiny_reference):

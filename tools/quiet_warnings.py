@@ -10,8 +10,6 @@ KNOWN_WARNINGS = (
     'pkg_resources is deprecated as an API',
     # mmseg's own decode heads build their losses through its deprecated helper.
     '``build_loss`` would be deprecated soon',
-    # mmseg's CrossEntropyLoss default, which the paper's recipes (mmseg's) keep.
-    'Default ``avg_non_ignore`` is False',
 )
 for message in KNOWN_WARNINGS:
     warnings.filterwarnings('ignore', message=message, category=UserWarning)

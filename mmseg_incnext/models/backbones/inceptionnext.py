@@ -71,7 +71,7 @@ class ConvMlp(nn.Module):
 
     ``forward(x, out_scale)`` also multiplies the output channels by ``out_scale`` (the
     block's layer scale). Outside autocast the product is applied to whichever is smaller,
-    ``fc2``'s weight or the output map (the same math, equal to ~1e-6 in fp32): at
+    ``fc2``'s weight or the output map (the same math, equal to 1e-5 in fp32, tested): at
     segmentation resolutions folding it into the weight saves a pass over the activations,
     forward and backward. On channels-last input the 1x1 convs run as ``F.linear`` with
     the convs' parameters, so hooks on ``fc1``/``fc2`` themselves do not fire.
@@ -383,13 +383,16 @@ class InceptionNeXt(BaseModule):
         load_pretrained` (any checkpoint format, exact key matching, its own errors) with
         ``PretrainedInit``'s options ``prefix`` and ``map_location``. Without ``init_cfg``:
         truncated-normal convolutions, as the reference."""
+        if self._is_init:
+            super().init_weights()  # mmengine only warns that it was called again
+            return
         cfgs = [cfg for cfg in (self.init_cfg if isinstance(self.init_cfg, list)
                                 else [self.init_cfg]) if cfg]
         pretrained = [cfg for cfg in cfgs if cfg.get('type') == 'Pretrained']
         if not pretrained:
-            super().init_weights()
             if not cfgs:
                 self.apply(self._init_conv)
+            super().init_weights()
             return
         if len(pretrained) > 1:
             raise ValueError(f'init_cfg has {len(pretrained)} Pretrained entries; give one')
