@@ -44,7 +44,8 @@ def run(python, *args):
 @pytest.mark.parametrize('writer,reader', [('legacy', 'current'), ('current', 'legacy')])
 def test_checkpoint_crosses_stacks(tmp_path, tiny_ade20k, released_weights, writer, reader):
     writer_python, reader_python = stack_python(writer), stack_python(reader)
-    assert numpy_major(writer_python) != numpy_major(reader_python)
+    writer_numpy = numpy_major(writer_python)
+    assert writer_numpy != numpy_major(reader_python)
     config = write_tiny_config(str(tmp_path), 'configs/fpn/incnext_t_ade20k.py', tiny_ade20k,
                                released_weights('tiny'))
     work = str(tmp_path / 'work')
@@ -52,8 +53,7 @@ def test_checkpoint_crosses_stacks(tmp_path, tiny_ade20k, released_weights, writ
     checkpoint = os.path.join(work, 'iter_2.pth')
     with zipfile.ZipFile(checkpoint) as archive:
         pickled = archive.read(next(n for n in archive.namelist() if n.endswith('data.pkl')))
-    written_by_numpy1 = numpy_major(writer_python) == 1
-    assert (b'numpy.core.multiarray' if written_by_numpy1 else b'numpy._core.multiarray') in pickled
+    assert (b'numpy.core.multiarray' if writer_numpy == 1 else b'numpy._core.multiarray') in pickled
 
     out = run(reader_python, 'tools/test.py', config, checkpoint, '--work-dir', work)
     assert 'mIoU' in out

@@ -404,11 +404,11 @@ class InceptionNeXt(BaseModule):
         if unknown:
             raise KeyError(f'init_cfg of type Pretrained: unknown option(s) {sorted(unknown)}; '
                            'InceptionNeXt accepts checkpoint, prefix and map_location')
-        self.init_cfg = [cfg for cfg in cfgs if cfg not in pretrained] or None
+        own_cfg, self.init_cfg = self.init_cfg, [cfg for cfg in cfgs if cfg not in pretrained]
         try:
             super().init_weights()  # the other entries, through mmengine
         finally:
-            self.init_cfg = cfgs if len(cfgs) > 1 else cfgs[0]
+            self.init_cfg = own_cfg
         load_pretrained(self, options['checkpoint'], prefix=options.get('prefix'),
                         map_location=options.get('map_location', 'cpu'))
 
