@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from tests.helpers import REPO_ROOT
 
@@ -61,3 +62,46 @@ def test_benchmark_segmentor_level_reports_the_backbone_bound(tmp_path):
     assert bound['head_s_per_img'] == pytest.approx(head)
     assert bound['max_speedup'] == pytest.approx(1 / speeds['UperNet-ConvNeXt-T'] / head)
     assert 'a backbone costing nothing' in proc.stdout
+
+
+@pytest.fixture(scope='module')
+def benchmark():
+    sys.path.insert(0, os.path.join(REPO_ROOT, 'tools'))
+    try:
+        import benchmark
+        yield benchmark
+    finally:
+        sys.path.remove(os.path.join(REPO_ROOT, 'tools'))
+
+
+def test_a_failing_contender_is_reported_and_the_others_are_timed(benchmark):
+    def broken(channels_last):
+        raise RuntimeError('cannot build\nsecond line')
+
+    ok = benchmark.ModelSpec('conv', lambda cl: torch.nn.Conv2d(3, 4, 3),
+                             benchmark.module_features)
+    bad = benchmark.ModelSpec('broken', broken, benchmark.module_features)
+    results = benchmark.measure([bad, ok], ['nchw', 'cl'], 'train', torch.randn(2, 3, 8, 8),
+                                warmup=0, repeats=2, memory=False)
+    by_name = {(m.model.name, m.layout): m for m in results}
+    assert by_name[('broken', 'cl')].error == 'RuntimeError: cannot build'
+    assert by_name[('broken', 'cl')].seconds == []
+    assert len(by_name[('conv', 'nchw')].seconds) == 2 and by_name[('conv', 'nchw')].error is None
+    rows = benchmark.summarise(results, batch=2)
+    table = benchmark.format_table('t', benchmark.Comparison('t', (ok, bad), {'conv': (ok, )}),
+                                   rows)
+    assert '| broken | nchw | RuntimeError: cannot build |' in table
+    with pytest.raises(AssertionError):
+        assert_no_error_rows(dict(runs=[dict(mode='train', rows=rows)]))
+
+
+def test_only_keeps_the_references_and_refuses_an_unknown_name(benchmark):
+    comparisons = benchmark.backbone_comparisons('atto')
+    (kept, ) = benchmark.select(comparisons, ['unfused'])
+    assert [m.name for m in kept.models] == [
+        'InceptionNeXt-A (ours, unfused)', 'timm-InceptionNeXt-A', 'ConvNeXt-T',
+        'mmpretrain-ConvNeXt-T']
+    assert [c.title for c in benchmark.select(benchmark.segmentor_comparisons(), ['FPN'])] \
+        == ['FPN']
+    with pytest.raises(SystemExit, match='matches no model'):
+        benchmark.select(comparisons, ['no such model'])

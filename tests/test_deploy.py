@@ -123,7 +123,7 @@ def test_training_is_refused():
         fused.train()
     with pytest.raises(RuntimeError, match='inference-only'):
         fused(torch.randn(1, 3, 64, 64, requires_grad=True))
-    assert list(fused.parameters()) == []
+    assert not any(p.requires_grad for p in fused.parameters())
     # eval() and plain forwards with grad mode on are fine
     fused.eval()
     out = fused(torch.randn(1, 3, 64, 64))

@@ -1,10 +1,11 @@
-"""Speed and memory benchmark: InceptionNeXt-T against its peers, side by side.
+"""Speed and memory benchmark: InceptionNeXt against its peers, side by side.
 
 All contenders run in ONE process, interleaved (A B C ... A B C ...) after a warm-up, so
 slow drifts of the machine hit every contender alike.  Reports images/s (median and
 min-max over repeats) and peak memory for inference and training steps (forward,
 backward, AdamW step), in NCHW and channels_last; ``*`` marks the better layout per model.
-A control pair (two copies of the same model) shows the noise.
+Each table gives ratios against its references (timm's InceptionNeXt, ConvNeXt-T); a
+control pair (two copies of the same model) shows the noise.
 
 Examples::
 
@@ -27,7 +28,6 @@ import statistics
 import sys
 import threading
 import time
-import warnings
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -39,24 +39,171 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
-CL = torch.channels_last
-LAYOUTS = {'nchw': torch.contiguous_format, 'cl': CL}
-REF_CONVNEXT = 'ConvNeXt-T'
+LAYOUTS = {'nchw': torch.contiguous_format, 'cl': torch.channels_last}
+AMP_DTYPES = {'none': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+Features = Callable[[torch.Tensor], Sequence[torch.Tensor]]
 
 
+# ----------------------------------------------------------------------------- what to time
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model to time.
+
+    ``build(channels_last)`` returns the model: ours are built for the layout as our configs
+    do (``builds_layout``), the others are built once and converted to it.  ``features``
+    turns the model into the function that is timed (its output: a tensor or a sequence).
+    """
+    name: str
+    build: Callable[[bool], nn.Module]
+    features: Callable[[nn.Module], Features]
+    builds_layout: bool = False
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A table: its contenders, and the reference columns (label -> the models whose best
+    speed, over implementations and layouts, is the reference)."""
+    title: str
+    models: Tuple[ModelSpec, ...]
+    references: Dict[str, Tuple[ModelSpec, ...]]
+
+    def with_models(self, keep: Callable[[ModelSpec], bool]) -> Optional['Comparison']:
+        """The comparison restricted to ``keep`` (references always stay), or None if no
+        contender besides the references is left."""
+        refs = {m for ms in self.references.values() for m in ms}
+        models = tuple(m for m in self.models if m in refs or keep(m))
+        if all(m in refs for m in models):
+            return None
+        return Comparison(self.title, models, self.references)
+
+
+def build_ours(arch: str = 'tiny', channels_last: bool = True,
+               fast_inference: bool = True) -> nn.Module:
+    import mmseg_incnext  # noqa: F401
+    from mmseg.registry import MODELS
+    return MODELS.build(dict(type='InceptionNeXt', arch=arch, channels_last=channels_last,
+                             fast_inference=fast_inference))
+
+
+def build_timm(name: str, channels_last: bool = True) -> nn.Module:
+    import timm
+    return timm.create_model(name, pretrained=False)
+
+
+def build_mmpretrain_convnext(channels_last: bool = True) -> nn.Module:
+    from mmpretrain.models import ConvNeXt
+    return ConvNeXt(arch='tiny', out_indices=(0, 1, 2, 3), gap_before_final_norm=False)
+
+
+def build_segmentor(config: str, convnext: bool, channels_last: bool = True) -> nn.Module:
+    """A segmentor from our config, optionally with mmseg's ConvNeXt-T backbone instead."""
+    import mmseg_incnext  # noqa: F401
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import MODELS
+
+    from mmseg_incnext.runtime import replace_sync_bn
+    cfg = Config.fromfile(os.path.join(REPO_ROOT, config))
+    cfg.model.backbone.init_cfg = None
+    if convnext:
+        import mmpretrain.models  # noqa: F401  (registers mmpretrain.ConvNeXt)
+        # as in mmseg's convnext/convnext-tiny_upernet_8xb2-amp-160k_ade20k-512x512.py
+        cfg.model.backbone = dict(
+            type='mmpretrain.ConvNeXt', arch='tiny', out_indices=[0, 1, 2, 3],
+            drop_path_rate=0.4, layer_scale_init_value=1.0, gap_before_final_norm=False,
+            init_cfg=None)
+    else:
+        cfg.model.backbone.channels_last = channels_last
+    replace_sync_bn(cfg.model)
+    init_default_scope('mmseg')
+    return MODELS.build(cfg.model)
+
+
+def module_features(model: nn.Module) -> Features:
+    return model
+
+
+def timm_features(model: nn.Module) -> Features:
+    if hasattr(model, 'forward_intermediates'):
+        return lambda x: model.forward_intermediates(x, intermediates_only=True)
+    return model.forward_features
+
+
+def segmentor_logits(model: nn.Module) -> Features:
+    return lambda x: model(x, mode='tensor')
+
+
+def segmentor_backbone(model: nn.Module) -> Features:
+    """The segmentor's ``extract_feat`` alone, on the same input."""
+    return model.extract_feat
+
+
+def backbone_comparisons(arch: str) -> List[Comparison]:
+    letter = arch[0].upper()
+    ours = partial(build_ours, arch)
+
+    def our_model(suffix: str, **kwargs) -> ModelSpec:
+        return ModelSpec(f'InceptionNeXt-{letter} (ours{suffix})',
+                         lambda cl: ours(channels_last=cl, **kwargs), module_features,
+                         builds_layout=True)
+
+    timm_ref = ModelSpec(f'timm-InceptionNeXt-{letter}',
+                         partial(build_timm, f'inception_next_{arch}'), timm_features)
+    convnext = ModelSpec('ConvNeXt-T', partial(build_timm, 'convnext_tiny'), timm_features)
+    mmpretrain_convnext = ModelSpec('mmpretrain-ConvNeXt-T', build_mmpretrain_convnext,
+                                    module_features)
+    control = ModelSpec(f'InceptionNeXt-{letter} (ours) control copy',
+                        lambda cl: ours(channels_last=cl), module_features, builds_layout=True)
+    models = (our_model(''), our_model(', unfused', fast_inference=False), control, timm_ref,
+              convnext, mmpretrain_convnext,
+              ModelSpec('ResNet-50', partial(build_timm, 'resnet50'), timm_features))
+    return [Comparison(f'backbone {arch}', models,
+                       {'timm IncNeXt': (timm_ref, ),
+                        'ConvNeXt-T': (convnext, mmpretrain_convnext)})]
+
+
+UPERNET, FPN = 'configs/upernet/incnext_t_ade20k.py', 'configs/fpn/incnext_t_ade20k.py'
+
+
+def _segmentor_spec(name: str, config: str, convnext: bool,
+                    features: Callable[[nn.Module], Features]) -> ModelSpec:
+    return ModelSpec(name, partial(build_segmentor, config, convnext), features,
+                     builds_layout=not convnext)
+
+
+UPERNET_OURS = _segmentor_spec('UperNet-T (ours)', UPERNET, False, segmentor_logits)
+UPERNET_CONVNEXT = _segmentor_spec('UperNet-ConvNeXt-T', UPERNET, True, segmentor_logits)
+BACKBONE_OURS = _segmentor_spec('UperNet-T (ours) [backbone only]', UPERNET, False,
+                                segmentor_backbone)
+BACKBONE_CONVNEXT = _segmentor_spec('UperNet-ConvNeXt-T [backbone only]', UPERNET, True,
+                                    segmentor_backbone)
+FPN_CONVNEXT = _segmentor_spec('FPN-ConvNeXt-T', FPN, True, segmentor_logits)
+
+
+def segmentor_comparisons() -> List[Comparison]:
+    """UperNet and FPN against the same heads on ConvNeXt-T, and the two backbones alone
+    inside UperNet, which shows how much of UperNet's time a backbone can save at all."""
+    return [
+        Comparison('UperNet', (UPERNET_OURS, UPERNET_CONVNEXT),
+                   {'ConvNeXt': (UPERNET_CONVNEXT, )}),
+        Comparison('the same backbones alone', (BACKBONE_OURS, BACKBONE_CONVNEXT),
+                   {'ConvNeXt': (BACKBONE_CONVNEXT, )}),
+        Comparison('FPN', (_segmentor_spec('FPN-T (ours)', FPN, False, segmentor_logits),
+                           FPN_CONVNEXT), {'ConvNeXt': (FPN_CONVNEXT, )}),
+    ]
+
+
+# ----------------------------------------------------------------------------- measuring
 @dataclass
-class Contender:
-    """One model in one layout: ``step()`` runs one inference or training step."""
-    name: str          # model family, e.g. 'InceptionNeXt-T (ours)'
-    layout: str        # 'nchw' or 'cl'
-    make: Callable[[], Callable[[], None]]
-    step: Optional[Callable[[], None]] = None
-    times: List[float] = field(default_factory=list)
+class Measurement:
+    """The timings of one model in one layout; ``error`` if it could not run."""
+    model: ModelSpec
+    layout: str
+    seconds: List[float] = field(default_factory=list)
     peak_mib: Optional[float] = None
     error: Optional[str] = None
 
 
-# ----------------------------------------------------------------------------- memory
 class PeakMemory:
     """Peak memory growth during a block: CUDA allocator stats, or sampled RSS on CPU."""
 
@@ -101,151 +248,46 @@ class PeakMemory:
         self.peak_bytes = max(self._peak, self._rss()) - self._base
 
 
-# ----------------------------------------------------------------------------- models
-def build_ours(arch: str = 'tiny', channels_last: bool = True,
-               fast_inference: bool = True) -> nn.Module:
-    import mmseg_incnext  # noqa: F401
-    from mmseg.registry import MODELS
-    return MODELS.build(dict(type='InceptionNeXt', arch=arch, channels_last=channels_last,
-                             fast_inference=fast_inference))
-
-
-def build_timm(name: str) -> nn.Module:
-    import timm
-    return timm.create_model(name, pretrained=False)
-
-
-def build_mmpretrain_convnext() -> nn.Module:
-    from mmpretrain.models import ConvNeXt
-    return ConvNeXt(arch='tiny', out_indices=(0, 1, 2, 3), gap_before_final_norm=False)
-
-
-def _timm_features(model: nn.Module) -> Callable[[torch.Tensor], Sequence[torch.Tensor]]:
-    if hasattr(model, 'forward_intermediates'):
-        return lambda x: model.forward_intermediates(x, intermediates_only=True)
-    return model.forward_features
-
-
-def timm_reference(arch: str) -> str:
-    return f'timm-InceptionNeXt-{arch[0].upper()}'
-
-
-def backbone_models(arch: str) -> Dict[str, Tuple[Callable[..., nn.Module], str]]:
-    """name -> (builder, kind). Kind 'ours' builders take ``channels_last``; the others are
-    converted to the layout being measured; 'timm' models are run as feature extractors."""
-    a = arch[0].upper()
-    return {
-        f'InceptionNeXt-{a} (ours)': (partial(build_ours, arch), 'ours'),
-        f'InceptionNeXt-{a} (ours, unfused)': (partial(build_ours, arch, fast_inference=False),
-                                               'ours'),
-        f'InceptionNeXt-{a} (ours) control copy': (partial(build_ours, arch), 'ours'),
-        timm_reference(arch): (lambda: build_timm(f'inception_next_{arch}'), 'timm'),
-        REF_CONVNEXT: (lambda: build_timm('convnext_tiny'), 'timm'),
-        'mmpretrain-ConvNeXt-T': (build_mmpretrain_convnext, 'plain'),
-        'ResNet-50': (lambda: build_timm('resnet50'), 'timm'),
-    }
-
-
-def build_segmentor(config: str, convnext: bool, channels_last: bool = True) -> nn.Module:
-    """A segmentor from our config, optionally with mmseg's ConvNeXt-T backbone instead."""
-    import mmseg_incnext  # noqa: F401
-    from mmengine.config import Config
-    from mmengine.registry import init_default_scope
-    from mmseg.registry import MODELS
-
-    from mmseg_incnext.runtime import replace_sync_bn
-    cfg = Config.fromfile(os.path.join(REPO_ROOT, config))
-    cfg.model.backbone.init_cfg = None
-    if convnext:
-        import mmpretrain.models  # noqa: F401  (registers mmpretrain.ConvNeXt)
-        # as in mmseg's convnext/convnext-tiny_upernet_8xb2-amp-160k_ade20k-512x512.py
-        cfg.model.backbone = dict(
-            type='mmpretrain.ConvNeXt', arch='tiny', out_indices=[0, 1, 2, 3],
-            drop_path_rate=0.4, layer_scale_init_value=1.0, gap_before_final_norm=False,
-            init_cfg=None)
-    else:
-        cfg.model.backbone.channels_last = channels_last
-    replace_sync_bn(cfg.model)
-    init_default_scope('mmseg')
-    return MODELS.build(cfg.model)
-
-
-FEATURES = ' [backbone only]'
-CONVNEXT_FEATURES = 'UperNet-ConvNeXt-T' + FEATURES  # the reference of the backbone-only rows
-
-
-def segmentor_models() -> Dict[str, Tuple[Callable[..., nn.Module], str]]:
-    """Kind 'seg*' runs the whole segmentor; '*_features' only its backbone (its
-    ``extract_feat``, on the same input), which shows how much of UperNet's time the
-    backbone can save at all."""
-    up, fpn = 'configs/upernet/incnext_t_ade20k.py', 'configs/fpn/incnext_t_ade20k.py'
-    return {
-        'UperNet-T (ours)': (partial(build_segmentor, up, False), 'seg_ours'),
-        'UperNet-ConvNeXt-T': (partial(build_segmentor, up, True), 'seg'),
-        'UperNet-T (ours)' + FEATURES: (partial(build_segmentor, up, False), 'seg_ours_features'),
-        CONVNEXT_FEATURES: (partial(build_segmentor, up, True), 'seg_features'),
-        'FPN-T (ours)': (partial(build_segmentor, fpn, False), 'seg_ours'),
-        'FPN-ConvNeXt-T': (partial(build_segmentor, fpn, True), 'seg'),
-    }
-
-
-# ----------------------------------------------------------------------------- steps
-def make_step(builder: Callable[..., nn.Module], kind: str, layout: str, mode: str,
-              x: torch.Tensor) -> Callable[[], None]:
-    """Build the model and return a closure running one step.
-
-    Our models are built for the layout (``channels_last``), as the configs do, and use
-    their fused inference path when not training; the others are converted to it.
-    """
+def make_step(spec: ModelSpec, layout: str, mode: str, x: torch.Tensor,
+              amp: Optional[torch.dtype]) -> Callable[[], None]:
+    """Build the model for ``layout`` and return a closure running one step: inference
+    (``mode='infer'``, our models then take their fused path) or forward, backward and an
+    AdamW step (``'train'``), under autocast to ``amp`` if given."""
     fmt = LAYOUTS[layout]
-    ours = kind == 'ours' or kind.startswith('seg_ours')
-    model = builder(channels_last=layout == 'cl') if ours else builder()
+    model = spec.build(layout == 'cl') if spec.builds_layout else spec.build(True)
     model = model.to(x.device).to(memory_format=fmt)
     x = x.contiguous(memory_format=fmt)
-    if kind == 'timm':
-        forward = _timm_features(model)
-    elif kind.endswith('_features'):
-        forward = model.extract_feat
-    elif kind.startswith('seg'):
-        def forward(inp):
-            out = model(inp, mode='tensor')
-            return out if isinstance(out, (tuple, list)) else (out, )
-    else:
-        forward = model
+    features = spec.features(model)
 
-    autocast = _autocast(x.device, mode)
+    def autocast():
+        if amp is None:
+            return contextlib.nullcontext()
+        return torch.autocast(x.device.type, dtype=amp)
+
     if mode == 'infer':
         model.eval()
 
-        def step() -> None:
+        def infer() -> None:
             with torch.inference_mode(), autocast():
-                forward(x)
-        return step
+                features(x)
+        return infer
 
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     try:
-        opt = torch.optim.AdamW(params, lr=1e-4, fused=True)
-    except (RuntimeError, TypeError):
-        opt = torch.optim.AdamW(params, lr=1e-4)
+        optimizer = torch.optim.AdamW(params, lr=1e-4, fused=True)
+    except (RuntimeError, TypeError):  # no fused AdamW for this device/dtype
+        optimizer = torch.optim.AdamW(params, lr=1e-4)
 
-    def step() -> None:
+    def train() -> None:
         with autocast():
-            outs = forward(x)
+            outs = features(x)
+            outs = outs if isinstance(outs, (tuple, list)) else (outs, )
             loss = sum(o.float().mean() for o in outs)
-        opt.zero_grad(set_to_none=True)
+        optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        opt.step()
-    return step
-
-
-_AMP: Optional[torch.dtype] = None
-
-
-def _autocast(device: torch.device, mode: str) -> Callable[[], object]:
-    if _AMP is None:
-        return contextlib.nullcontext
-    return lambda: torch.autocast(device.type, dtype=_AMP)
+        optimizer.step()
+    return train
 
 
 def _sync(device: torch.device) -> None:
@@ -253,119 +295,131 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def run_contenders(contenders: List[Contender], device: torch.device, warmup: int,
-                   repeats: int, iters: int, memory: bool) -> None:
-    """Build every contender, warm up, then time them interleaved; then measure memory."""
-    for c in contenders:
+def measure(models: Sequence[ModelSpec], layouts: Sequence[str], mode: str, x: torch.Tensor,
+            amp: Optional[torch.dtype] = None, warmup: int = 1, repeats: int = 3,
+            iters: int = 1, memory: bool = True, profile_top: int = 0) -> List[Measurement]:
+    """Build every model in every layout, warm up, then time them interleaved; then measure
+    peak memory (and profile) one more step each.  A model that fails is reported with its
+    error and the others go on."""
+    device = x.device
+    runs = [(Measurement(spec, layout), None) for spec in models for layout in layouts]
+    live = []
+    for m, _ in runs:
         try:
-            c.step = c.make()
+            step = make_step(m.model, m.layout, mode, x, amp)
             for _ in range(warmup):
-                c.step()
+                step()
             _sync(device)
+            live.append((m, step))
         except Exception as err:  # report, keep benchmarking the others
-            c.error = f'{type(err).__name__}: {str(err).splitlines()[0][:120]}'
-            c.step = None
-    alive = [c for c in contenders if c.step is not None]
+            m.error = f'{type(err).__name__}: {str(err).splitlines()[0][:120]}'
     for _ in range(repeats):
-        for c in alive:
+        for m, step in live:
             _sync(device)
             start = time.perf_counter()
             for _ in range(iters):
-                c.step()
+                step()
             _sync(device)
-            c.times.append((time.perf_counter() - start) / iters)
+            m.seconds.append((time.perf_counter() - start) / iters)
     if memory:
-        for c in alive:
+        for m, step in live:
             with PeakMemory(device) as peak:
-                c.step()
-            c.peak_mib = peak.peak_bytes / 2 ** 20
+                step()
+            m.peak_mib = peak.peak_bytes / 2 ** 20
+    if profile_top:
+        for m, step in live:
+            print(format_profile(f'{m.model.name} [{m.layout}]', step, profile_top))
+    return [m for m, _ in runs]
 
 
-def print_profiles(contenders: List[Contender], top: int) -> None:
-    """torch.profiler of one more step of each contender: its ``top`` ops by self time."""
+def format_profile(title: str, step: Callable[[], None], top: int) -> str:
+    """The ``top`` ops by self time in one more run of ``step`` (torch.profiler)."""
     from torch.profiler import ProfilerActivity, profile
-    activities = [ProfilerActivity.CPU] + (
-        [ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
-    for c in contenders:
-        if c.step is None:
-            continue
-        with profile(activities=activities) as prof:
-            c.step()
-        events = [e for e in prof.key_averages() if e.self_device_time_total or
-                  e.self_cpu_time_total]
-        key = 'self_device_time_total' if torch.cuda.is_available() else 'self_cpu_time_total'
-        total = sum(getattr(e, key) for e in events) or 1
-        print(f'\nprofile: {c.name} [{c.layout}]')
-        for e in sorted(events, key=lambda e: -getattr(e, key))[:top]:
-            print(f'  {100 * getattr(e, key) / total:5.1f}%  {e.key}')
+    cuda = torch.cuda.is_available()
+    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+                 ) as prof:
+        step()
+    key = 'self_device_time_total' if cuda else 'self_cpu_time_total'
+    events = [e for e in prof.key_averages() if getattr(e, key)]
+    total = sum(getattr(e, key) for e in events) or 1
+    lines = [f'\nprofile: {title}']
+    for e in sorted(events, key=lambda e: -getattr(e, key))[:top]:
+        lines.append(f'  {100 * getattr(e, key) / total:5.1f}%  {e.key}')
+    return '\n'.join(lines)
 
 
-# ----------------------------------------------------------------------------- report
-def summarise(contenders: List[Contender], batch: int) -> List[dict]:
+# ----------------------------------------------------------------------------- reporting
+def summarise(measurements: Sequence[Measurement], batch: int) -> List[dict]:
+    """One row per model and layout: images/s (median, min, max), peak MiB, error, and
+    whether the layout is the model's faster one."""
     rows = []
-    for c in contenders:
-        row = dict(model=c.name, layout=c.layout, error=c.error)
-        if c.times:
-            ips = [batch / t for t in c.times]
-            row.update(img_s=statistics.median(ips), img_s_min=min(ips), img_s_max=max(ips),
-                       peak_mib=c.peak_mib)
+    for m in measurements:
+        row = dict(model=m.model.name, layout=m.layout, error=m.error)
+        if m.seconds:
+            speeds = [batch / s for s in m.seconds]
+            row.update(img_s=statistics.median(speeds), img_s_min=min(speeds),
+                       img_s_max=max(speeds), peak_mib=m.peak_mib)
         rows.append(row)
     best: Dict[str, dict] = {}
     for row in rows:
-        if 'img_s' in row and ('img_s' not in best.get(row['model'], {})
-                               or row['img_s'] > best[row['model']]['img_s']):
+        if 'img_s' in row and row['img_s'] > best.get(row['model'], {}).get('img_s', -1):
             best[row['model']] = row
     for row in rows:
         row['best_layout'] = best.get(row['model']) is row
     return rows
 
 
-def _ref_speed(rows: List[dict], names: Sequence[str]) -> Optional[float]:
-    """The best speed over the reference's implementations and layouts."""
+def best_speed(rows: Sequence[dict], models: Sequence[ModelSpec]) -> Optional[float]:
+    """The best images/s over ``models`` and their layouts."""
+    names = {m.name for m in models}
     speeds = [r['img_s'] for r in rows if r['model'] in names and 'img_s' in r]
     return max(speeds) if speeds else None
 
 
-def print_table(title: str, rows: List[dict], refs: Dict[str, Sequence[str]]) -> None:
-    ref_speeds = {label: _ref_speed(rows, name) for label, name in refs.items()}
-    print(f'\n### {title}')
+def format_table(title: str, comparison: Comparison, rows: Sequence[dict]) -> str:
+    names = {m.name for m in comparison.models}
+    rows = [r for r in rows if r['model'] in names]
+    refs = {label: best_speed(rows, models) for label, models in comparison.references.items()}
     head = '| model | layout | img/s (median) | min-max | peak MiB |' + ''.join(
-        f' x {label} |' for label in ref_speeds)
-    print(head)
-    print('|' + '---|' * (head.count('|') - 1))
+        f' x {label} |' for label in refs)
+    lines = [f'\n### {title}', head, '|' + '---|' * (head.count('|') - 1)]
     for r in rows:
         if 'img_s' not in r:
-            print(f"| {r['model']} | {r['layout']} | {r['error'] or 'n/a'} |")
+            lines.append(f"| {r['model']} | {r['layout']} | {r['error'] or 'n/a'} |")
             continue
         mark = ' *' if r['best_layout'] else ''
         mem = f"{r['peak_mib']:.0f}" if r.get('peak_mib') is not None else '-'
-        ratios = ''.join(f" {r['img_s'] / s:.2f} |" if s else ' - |' for s in ref_speeds.values())
-        print(f"| {r['model']}{mark} | {r['layout']} | {r['img_s']:.2f} | "
-              f"{r['img_s_min']:.2f}-{r['img_s_max']:.2f} | {mem} |{ratios}")
+        ratios = ''.join(f" {r['img_s'] / s:.2f} |" if s else ' - |' for s in refs.values())
+        lines.append(f"| {r['model']}{mark} | {r['layout']} | {r['img_s']:.2f} | "
+                     f"{r['img_s_min']:.2f}-{r['img_s_max']:.2f} | {mem} |{ratios}")
+    return '\n'.join(lines)
 
 
-def print_upernet_bound(rows: List[dict]) -> Optional[dict]:
+def upernet_bound(rows: Sequence[dict]) -> Optional[dict]:
     """Amdahl's law for UperNet: the head's time (the ConvNeXt segmentor minus its backbone)
     is the same whatever the backbone, so it caps what a faster backbone can gain."""
-    def seconds(name: str) -> Optional[float]:
-        speed = _ref_speed(rows, (name, ))
+    def seconds(spec: ModelSpec) -> Optional[float]:
+        speed = best_speed(rows, (spec, ))
         return 1 / speed if speed else None
 
-    full = seconds('UperNet-ConvNeXt-T')
-    theirs = seconds(CONVNEXT_FEATURES)
-    ours = seconds('UperNet-T (ours)' + FEATURES)
+    full, theirs, ours = (seconds(UPERNET_CONVNEXT), seconds(BACKBONE_CONVNEXT),
+                          seconds(BACKBONE_OURS))
     if not (full and theirs and ours) or full <= theirs:
         return None
     head = full - theirs
-    bound = dict(head_s_per_img=head, head_share=head / full, max_speedup=full / head,
-                 predicted_speedup=full / (head + ours))
-    print(f"UperNet head and rest (ConvNeXt segmentor minus its backbone): {head:.3f} s/img, "
-          f"{100 * bound['head_share']:.0f}% of UperNet-ConvNeXt-T; a backbone costing nothing "
-          f"would make UperNet at most {bound['max_speedup']:.2f}x, ours as timed alone "
-          f"predicts {bound['predicted_speedup']:.2f}x")
-    return bound
+    return dict(head_s_per_img=head, head_share=head / full, max_speedup=full / head,
+                predicted_speedup=full / (head + ours))
 
 
+def format_upernet_bound(bound: dict) -> str:
+    return (f"UperNet head and rest (ConvNeXt segmentor minus its backbone): "
+            f"{bound['head_s_per_img']:.3f} s/img, {100 * bound['head_share']:.0f}% of "
+            f"UperNet-ConvNeXt-T; a backbone costing nothing would make UperNet at most "
+            f"{bound['max_speedup']:.2f}x, ours as timed alone predicts "
+            f"{bound['predicted_speedup']:.2f}x")
+
+
+# ----------------------------------------------------------------------------- command line
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--level', choices=('backbone', 'segmentor'), default='backbone')
@@ -386,7 +440,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument('--repeats', type=int, default=3, help='timed rounds (interleaved)')
     p.add_argument('--iters', type=int, default=1, help='steps per timed round')
     p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
-    p.add_argument('--amp', choices=('none', 'bf16', 'fp16'), default='none',
+    p.add_argument('--amp', choices=tuple(AMP_DTYPES), default='none',
                    help='autocast dtype (meant for CUDA; CPU autocast runs too)')
     p.add_argument('--no-memory', action='store_true', help='skip the peak memory pass')
     p.add_argument('--profile', type=int, default=0, metavar='N',
@@ -401,62 +455,51 @@ def segmentor_shape(long_side: int) -> Tuple[int, int]:
     return (long_side, long_side) if long_side <= 512 else (512, long_side)
 
 
+def select(comparisons: Sequence[Comparison], only: Optional[Sequence[str]]
+           ) -> List[Comparison]:
+    if not only:
+        return list(comparisons)
+    wanted = [s.lower() for s in only]
+    kept = [c.with_models(lambda m: any(s in m.name.lower() for s in wanted))
+            for c in comparisons]
+    kept = [c for c in kept if c is not None]
+    if not kept:
+        raise SystemExit(f'--only {" ".join(only)} matches no model; models: '
+                         + ', '.join(m.name for c in comparisons for m in c.models))
+    return kept
+
+
 def main(argv: Optional[Sequence[str]] = None) -> dict:
-    global _AMP
     args = parse_args(argv)
-    warnings.filterwarnings('ignore')
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    _AMP = {'none': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}[args.amp]
-    seg = args.level == 'segmentor'
-    batches = args.batch or [2 if seg else 8]
-    sizes = args.sizes or ([512] if seg else [224])
-    models = segmentor_models() if seg else backbone_models(args.arch)
-    refs = ({'ConvNeXt': ('UperNet-ConvNeXt-T', )} if seg else
-            {'ConvNeXt-T': (REF_CONVNEXT, 'mmpretrain-ConvNeXt-T'), 'timm IncNeXt': (timm_reference(args.arch), )})
-    if args.only:
-        selected = {k for k in models if any(s.lower() in k.lower() for s in args.only)}
-        keep = {name for names in refs.values() for name in names}
-        if any(k.endswith(FEATURES) for k in selected):
-            keep.add(CONVNEXT_FEATURES)
-        if any(k.startswith('FPN') for k in selected):
-            keep.add('FPN-ConvNeXt-T')
-        models = {k: v for k, v in models.items() if k in keep | selected}
+    segmentor = args.level == 'segmentor'
+    batches = args.batch or [2 if segmentor else 8]
+    shapes = [segmentor_shape(s) if segmentor else (s, s)
+              for s in args.sizes or ([512] if segmentor else [224])]
+    comparisons = select(segmentor_comparisons() if segmentor else
+                         backbone_comparisons(args.arch), args.only)
+    models = list(dict.fromkeys(m for c in comparisons for m in c.models))
     result = dict(args=vars(args), torch=torch.__version__, device=str(device),
                   threads=torch.get_num_threads(), runs=[])
     print(f'torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, '
           f'batch {batches}, amp {args.amp}, warmup {args.warmup}, repeats {args.repeats} x '
           f'{args.iters} iters (interleaved)')
-    for (h, w), batch, mode in itertools.product(
-            [segmentor_shape(s) if seg else (s, s) for s in sizes], batches, args.modes):
+    for (h, w), batch, mode in itertools.product(shapes, batches, args.modes):
         torch.manual_seed(0)
         x = torch.randn(batch, 3, h, w, device=device)
-        contenders = []
-        for name, (builder, kind) in models.items():
-            for layout in args.layouts:
-                contenders.append(Contender(name, layout, partial(
-                    make_step, builder, kind, layout, mode, x)))
-        run_contenders(contenders, device, args.warmup, args.repeats, args.iters,
-                       memory=not args.no_memory)
-        if args.profile:
-            print_profiles(contenders, args.profile)
-        rows = summarise(contenders, batch)
+        measurements = measure(models, args.layouts, mode, x, AMP_DTYPES[args.amp],
+                               args.warmup, args.repeats, args.iters, not args.no_memory,
+                               args.profile)
+        rows = summarise(measurements, batch)
         run = dict(mode=mode, height=h, width=w, batch=batch, rows=rows)
-        if seg:
-            fpn_ref = {'ConvNeXt': ('FPN-ConvNeXt-T', )}
-            print_table(f'UperNet, {mode}, {h}x{w}, batch {batch}',
-                        [r for r in rows if r['model'].startswith('UperNet')
-                         and not r['model'].endswith(FEATURES)], refs)
-            parts = [r for r in rows if r['model'].endswith(FEATURES)]
-            if parts:
-                print_table(f'the same backbones alone, {mode}, {h}x{w}, batch {batch}', parts,
-                            {'ConvNeXt': (CONVNEXT_FEATURES, )})
-                run['upernet_bound'] = print_upernet_bound(rows)
-            fpn_rows = [r for r in rows if r['model'].startswith('FPN')]
-            if fpn_rows:
-                print_table(f'FPN, {mode}, {h}x{w}, batch {batch}', fpn_rows, fpn_ref)
-        else:
-            print_table(f'backbone {args.arch}, {mode}, {h}x{w}, batch {batch}', rows, refs)
+        for comparison in comparisons:
+            print(format_table(f'{comparison.title}, {mode}, {h}x{w}, batch {batch}',
+                               comparison, rows))
+        if segmentor:
+            run['upernet_bound'] = upernet_bound(rows)
+            if run['upernet_bound']:
+                print(format_upernet_bound(run['upernet_bound']))
         result['runs'].append(run)
     if args.json:
         with open(args.json, 'w') as f:

@@ -73,8 +73,8 @@ class ConvMlp(nn.Module):
     block's layer scale). Outside autocast the product is applied to whichever is smaller,
     ``fc2``'s weight or the output map (the same math, equal to 1e-5 in fp32, tested): at
     segmentation resolutions folding it into the weight saves a pass over the activations,
-    forward and backward. On channels-last input the 1x1 convs run as ``F.linear`` with
-    the convs' parameters, so hooks on ``fc1``/``fc2`` themselves do not fire.
+    forward and backward. The 1x1 convs run through :func:`pointwise_mlp` with the convs'
+    parameters, so hooks on ``fc1``/``fc2`` themselves do not fire.
     """
 
     def __init__(self, channels: int, hidden_channels: int) -> None:
@@ -84,8 +84,7 @@ class ConvMlp(nn.Module):
         self.fc2 = nn.Conv2d(hidden_channels, channels, 1)
 
     def forward(self, x: torch.Tensor, out_scale: Optional[torch.Tensor] = None) -> torch.Tensor:
-        # The (out, in) matrices of the 1x1 convs, as plain 2-D tensors.
-        w1, w2, b2 = self.fc1.weight.flatten(1), self.fc2.weight.flatten(1), self.fc2.bias
+        w2, b2 = self.fc2.weight.flatten(1), self.fc2.bias
         # Not under autocast: a folded 1e-6 scale underflows in fp16 weights, and unfolded the
         # product promotes the branch to fp32 as in the reference.
         fold_scale = (out_scale is not None and w2.numel() < x.numel()
@@ -93,16 +92,26 @@ class ConvMlp(nn.Module):
         if fold_scale:
             w2 = w2 * out_scale.unsqueeze(1)
             b2 = None if b2 is None else b2 * out_scale
-        if x.is_contiguous(memory_format=torch.channels_last):
-            # In channels-last memory a 1x1 conv is a matrix product over the (N, H, W, C)
-            # view; as F.linear it runs as a plain GEMM (docs/speed.md).
-            hidden = self.act(F.linear(x.permute(0, 2, 3, 1), w1, self.fc1.bias))
-            out = F.linear(hidden, w2, b2).permute(0, 3, 1, 2)
-        else:
-            out = F.conv2d(self.act(self.fc1(x)), w2[:, :, None, None], b2)
+        out = pointwise_mlp(x, self.fc1.weight.flatten(1), self.fc1.bias, w2, b2, self.act)
         if out_scale is not None and not fold_scale:
             out = out * out_scale.view(1, -1, 1, 1)
         return out
+
+
+def pointwise_mlp(x: torch.Tensor, w1: torch.Tensor, b1: Optional[torch.Tensor],
+                  w2: torch.Tensor, b2: Optional[torch.Tensor],
+                  act: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """``conv1x1(act(conv1x1(x)))`` with the convs' weights as ``(out, in)`` matrices.
+
+    In channels-last memory a 1x1 conv is a matrix product over the (N, H, W, C) view, and
+    as ``F.linear`` it runs as a plain GEMM with no layout copies (docs/speed.md); the
+    result is then a channels-last NCHW view.
+    """
+    if x.is_contiguous(memory_format=torch.channels_last):
+        hidden = act(F.linear(x.permute(0, 2, 3, 1), w1, b1))
+        return F.linear(hidden, w2, b2).permute(0, 3, 1, 2)
+    hidden = act(F.conv2d(x, w1[:, :, None, None], b1))
+    return F.conv2d(hidden, w2[:, :, None, None], b2)
 
 
 def add_residual(x: torch.Tensor, y: torch.Tensor, drop_prob: float,
@@ -156,19 +165,50 @@ class MetaNeXtBlock(nn.Module):
         return add_residual(x, y, self.drop_path_rate, self.training)
 
 
-def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Zero-pad the bottom and right of ``x`` so both sides are multiples of ``multiple``.
+def pad_to_multiple(x: torch.Tensor, multiple: int,
+                    fill: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Pad the bottom and right of ``x`` so both sides are multiples of ``multiple``.
 
     The stem (4x4, stride 4) and the downsampling convs (2x2, stride 2) have no padding, so
     an input whose size is not a multiple of 32 would otherwise lose its last rows and
     columns; with this padding every pixel is seen and the outputs are ceil(size / stride).
     A no-op (and identical to the reference) for sizes that are already multiples.
+    The padding is zeros, or the per-channel values ``fill`` (shape ``(C,)``).
     """
-    pad_h = -x.shape[-2] % multiple
-    pad_w = -x.shape[-1] % multiple
-    if pad_h or pad_w:
-        x = F.pad(x, (0, pad_w, 0, pad_h))
+    height, width = x.shape[-2:]
+    pad_h, pad_w = -height % multiple, -width % multiple
+    if not (pad_h or pad_w):
+        return x
+    x = F.pad(x, (0, pad_w, 0, pad_h))
+    if fill is not None:
+        fill = fill.to(x.dtype).view(1, -1, 1, 1)
+        x[..., height:, :] = fill
+        x[..., :height, width:] = fill
     return x
+
+
+def check_input(x: torch.Tensor, in_channels: int, arch_name: str) -> None:
+    """Refuse anything but an ``N x in_channels x H x W`` batch, naming what was given."""
+    if x.dim() != 4 or x.shape[1] != in_channels:
+        raise ValueError(f'InceptionNeXt-{arch_name} expects an N x {in_channels} x H x W '
+                         f'input (in_channels={in_channels}), got shape {tuple(x.shape)}')
+
+
+def run_stages(x: torch.Tensor, stem: nn.Module, stages: Sequence[nn.Module],
+               out_norms: Dict[int, Callable[[torch.Tensor], torch.Tensor]]
+               ) -> Tuple[torch.Tensor, ...]:
+    """The stem, then the stages in order; returns ``out_norms[i]`` of each stage ``i`` in
+    ``out_norms``, in stage order, and runs no stage after the last of them."""
+    x = stem(x)
+    outs = []
+    last = max(out_norms)
+    for i, stage in enumerate(stages):
+        x = stage(x)
+        if i in out_norms:
+            outs.append(out_norms[i](x))
+        if i == last:
+            break
+    return tuple(outs)
 
 
 class Stem(nn.Sequential):
@@ -419,25 +459,14 @@ class InceptionNeXt(BaseModule):
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
 
-    def _check_input(self, x: torch.Tensor) -> None:
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f'InceptionNeXt-{self.arch_name} expects an N x {self.in_channels} x '
-                             f'H x W input (in_channels={self.in_channels}), got shape '
-                             f'{tuple(x.shape)}')
-
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        self._check_input(x)
+        check_input(x, self.in_channels, self.arch_name)
         if self.fast_inference and not self.training and not torch.is_grad_enabled():
             fused = self._fused()
             if fused is not None:
                 return fused(x)
-        x = self.stem(x.contiguous(memory_format=self.memory_format))
-        outs = []
-        for i, stage in enumerate(self.stages):
-            x = stage(x)
-            if i in self.out_indices:
-                outs.append(getattr(self, f'norm{i}')(x))
-        return tuple(outs)
+        return run_stages(x.contiguous(memory_format=self.memory_format), self.stem,
+                          self.stages, {i: getattr(self, f'norm{i}') for i in self.out_indices})
 
     def _fused(self) -> Optional[nn.Module]:
         """The fused inference copy for the current weights (built on first use and again

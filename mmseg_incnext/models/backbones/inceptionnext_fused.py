@@ -11,15 +11,18 @@ inference-only module with the same outputs (eval-mode semantics; fp32 outputs e
   ``fc1(bn(y)) = fc1'(y)``) and ``gamma`` into ``mlp.fc2``;
 * the feature maps stay in ``channels_last`` memory format, so the two 1x1 convs of each
   block run as plain matrix products on the ``(N*H*W, C)`` view, with no layout copies;
-* the block's MLP runs as two ``F.linear`` products with the exact (erf) GELU and the
-  residual add done in place, so each block allocates one hidden map and one output;
-* stages after the last requested output are skipped.
+* the block's MLP runs with the exact (erf) GELU and the residual add done in place, so
+  each block allocates one hidden map and one output.
+
+The token mixer, padding, input check and stage loop are the model's own
+(:mod:`.inceptionnext`); only the folded parts are new here.
 
 The backbone uses this path by itself (``fast_inference=True``, the default) whenever it
 runs in eval mode without autograd, as in testing and ``mmseg.apis.inference_model``; the
 fused copy is cached and rebuilt when the weights change. :func:`fuse_segmentor` swaps the
 backbone of a segmentor for its fused copy explicitly, e.g. for export.
 """
+import copy
 from typing import Optional, Tuple
 
 import torch
@@ -27,7 +30,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from .inceptionnext import InceptionNeXt, MetaNeXtBlock, pad_to_multiple
+from .inceptionnext import (InceptionNeXt, MetaNeXtBlock, check_input, pad_to_multiple,
+                           pointwise_mlp, run_stages)
 
 __all__ = ['FusedInceptionNeXt', 'fuse_for_inference', 'fuse_segmentor']
 
@@ -62,7 +66,7 @@ def _gelu_(x: torch.Tensor) -> torch.Tensor:
 
 
 class _InferenceOnly(nn.Module):
-    """Base of the fused modules: they have buffers only, and no training mode."""
+    """Base of the fused modules: no trainable state, and no training mode."""
 
     def train(self, mode: bool = True) -> 'nn.Module':
         if mode:
@@ -111,7 +115,7 @@ class FusedDownsample(_InferenceOnly):
         if invertible:
             weight = w * scale.view(1, -1, 1, 1)
             bias = b + (w * shift.view(1, -1, 1, 1)).sum(dim=(1, 2, 3))
-            self.register_buffer('pad_value', _buffer(-shift / scale, conv.weight).view(1, -1, 1, 1))
+            self.register_buffer('pad_value', _buffer(-shift / scale, conv.weight))
         else:
             weight, bias = w, b
             self.register_buffer('scale', _buffer(scale, conv.weight).view(1, -1, 1, 1))
@@ -119,21 +123,9 @@ class FusedDownsample(_InferenceOnly):
         self.register_buffer('weight', _buffer(weight, conv.weight))
         self.register_buffer('bias', _buffer(bias, conv.weight))
 
-    def _pad(self, x: torch.Tensor) -> torch.Tensor:
-        pad_h, pad_w = -x.shape[-2] % 2, -x.shape[-1] % 2
-        if not (pad_h or pad_w):
-            return x
-        n, c, h, w = x.shape
-        fmt = (torch.channels_last if x.is_contiguous(memory_format=torch.channels_last)
-               and not x.is_contiguous() else torch.contiguous_format)
-        out = self.pad_value.to(x.dtype).expand(n, c, h + pad_h, w + pad_w).contiguous(
-            memory_format=fmt)
-        out[:, :, :h, :w] = x
-        return out
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.folded:
-            x = self._pad(x)
+            x = pad_to_multiple(x, 2, fill=self.pad_value)
         else:
             x = pad_to_multiple(torch.addcmul(self.shift, x, self.scale), 2)
         return F.conv2d(x, self.weight, self.bias, self.stride)
@@ -142,21 +134,14 @@ class FusedDownsample(_InferenceOnly):
 class FusedBlock(_InferenceOnly):
     """MetaNeXt block with the norm folded into ``fc1`` and ``gamma`` into ``fc2``.
 
-    Computes ``x + fc2'(gelu(fc1'(token_mixer(x))))``.  The 1x1 convs are stored as
-    ``(out, in)`` matrices and applied to the channels-last ``(N, H, W, C)`` view.
+    Computes ``x + fc2'(gelu(fc1'(token_mixer(x))))`` with a frozen copy of the block's
+    token mixer and the 1x1 convs stored as ``(out, in)`` matrices.
     """
 
     def __init__(self, block: MetaNeXtBlock) -> None:
         super().__init__()
-        mixer, mlp = block.token_mixer, block.mlp
-        self.identity_channels = mixer.identity_channels
-        self.branch_channels = mixer.branch_channels
-        for name in ('dwconv_hw', 'dwconv_w', 'dwconv_h'):
-            conv = getattr(mixer, name)
-            self.register_buffer(f'{name}_weight', conv.weight.detach().clone())
-            self.register_buffer(f'{name}_bias', None if conv.bias is None
-                                 else conv.bias.detach().clone())
-            setattr(self, f'{name}_padding', conv.padding)
+        self.token_mixer = copy.deepcopy(block.token_mixer).requires_grad_(False)
+        mlp = block.mlp
         channels = mlp.fc1.in_channels
         scale, shift = _bn_affine(block.norm, channels)
         w1 = mlp.fc1.weight.detach().double().flatten(1)
@@ -174,31 +159,29 @@ class FusedBlock(_InferenceOnly):
         self.register_buffer('fc2_weight', _buffer(w2, ref))
         self.register_buffer('fc2_bias', _buffer(b2, ref))
 
-    def token_mixer(self, x: torch.Tensor) -> torch.Tensor:
-        """The Inception depthwise conv: (identity, k x k, 1 x k_b, k_b x 1) channel groups."""
-        i, g = self.identity_channels, self.branch_channels
-        return torch.cat((
-            x[:, :i],
-            F.conv2d(x[:, i:i + g], self.dwconv_hw_weight, self.dwconv_hw_bias, 1,
-                     self.dwconv_hw_padding, 1, g),
-            F.conv2d(x[:, i + g:i + 2 * g], self.dwconv_w_weight, self.dwconv_w_bias, 1,
-                     self.dwconv_w_padding, 1, g),
-            F.conv2d(x[:, i + 2 * g:], self.dwconv_h_weight, self.dwconv_h_bias, 1,
-                     self.dwconv_h_padding, 1, g),
-        ), dim=1)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = pointwise_mlp(self.token_mixer(x), self.fc1_weight, self.fc1_bias,
+                            self.fc2_weight, self.fc2_bias, _gelu_)
+        return out.add_(x)
+
+
+class FusedOutputNorm(_InferenceOnly):
+    """An output BatchNorm (or Identity) as ``x * scale + shift``, optionally followed by a
+    copy to ``memory_format``."""
+
+    def __init__(self, norm: nn.Module, channels: int, like: torch.Tensor,
+                 memory_format: Optional[torch.memory_format] = None) -> None:
+        super().__init__()
+        scale, shift = _bn_affine(norm, channels)
+        self.register_buffer('scale', _buffer(scale, like).view(1, -1, 1, 1))
+        self.register_buffer('shift', _buffer(shift, like).view(1, -1, 1, 1))
+        self.memory_format = memory_format
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mixed = self.token_mixer(x)
-        channels_last = x.is_contiguous(memory_format=torch.channels_last) and \
-            mixed.is_contiguous(memory_format=torch.channels_last)
-        if not channels_last:
-            hidden = _gelu_(F.conv2d(mixed, self.fc1_weight[:, :, None, None], self.fc1_bias))
-            return F.conv2d(hidden, self.fc2_weight[:, :, None, None], self.fc2_bias).add_(x)
-        # Plain GEMMs with in-place GELU and add: one code path on every device and under
-        # torch.compile (docs/speed.md).
-        hidden = _gelu_(F.linear(mixed.permute(0, 2, 3, 1), self.fc1_weight, self.fc1_bias))
-        out = F.linear(hidden, self.fc2_weight, self.fc2_bias).add_(x.permute(0, 2, 3, 1))
-        return out.permute(0, 3, 1, 2)
+        out = torch.addcmul(self.shift, x, self.scale)
+        if self.memory_format is not None:
+            out = out.contiguous(memory_format=self.memory_format)
+        return out
 
 
 class FusedInceptionNeXt(_InferenceOnly):
@@ -206,8 +189,8 @@ class FusedInceptionNeXt(_InferenceOnly):
 
     ``forward(x)`` returns the same tuple of NCHW feature maps as the source backbone's
     eval-mode forward (output norms included).  Internally the maps are channels-last;
-    ``output_memory_format`` selects the memory format of the returned maps.  Holds
-    buffers only: ``.train()`` and forwards that need gradients raise ``RuntimeError``.
+    ``output_memory_format`` selects the memory format of the returned maps.  Has
+    no trainable state: ``.train()`` and forwards that need gradients raise ``RuntimeError``.
     """
 
     def __init__(self, backbone: InceptionNeXt,
@@ -219,7 +202,6 @@ class FusedInceptionNeXt(_InferenceOnly):
         self.dims = tuple(backbone.dims)
         self.out_indices = tuple(backbone.out_indices)
         self.memory_format = memory_format
-        self.output_memory_format = output_memory_format
         last = max(self.out_indices)
         self.stem = FusedStem(backbone.stem)
         self.stages = nn.ModuleList()
@@ -229,31 +211,20 @@ class FusedInceptionNeXt(_InferenceOnly):
             layers += [FusedBlock(block) for block in stage.blocks]
             self.stages.append(nn.Sequential(*layers))
         for i in self.out_indices:
-            scale, shift = _bn_affine(getattr(backbone, f'norm{i}'), self.dims[i])
-            ref = self.stem.weight
-            self.register_buffer(f'out_scale{i}', _buffer(scale, ref).view(1, -1, 1, 1))
-            self.register_buffer(f'out_shift{i}', _buffer(shift, ref).view(1, -1, 1, 1))
+            self.add_module(f'norm{i}', FusedOutputNorm(
+                getattr(backbone, f'norm{i}'), self.dims[i], self.stem.weight,
+                output_memory_format))
         super().train(False)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         if torch.is_grad_enabled() and x.requires_grad:
             raise RuntimeError('FusedInceptionNeXt is inference-only and does not propagate '
                                'gradients; use the original InceptionNeXt for training')
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f'InceptionNeXt-{self.arch_name} expects an N x {self.in_channels} '
-                             f'x H x W input, got shape {tuple(x.shape)}')
+        check_input(x, self.in_channels, self.arch_name)
         with torch.no_grad():
-            x = self.stem(x.contiguous(memory_format=self.memory_format))
-            outs = []
-            for i, stage in enumerate(self.stages):
-                x = stage(x)
-                if i in self.out_indices:
-                    out = torch.addcmul(getattr(self, f'out_shift{i}'), x,
-                                        getattr(self, f'out_scale{i}'))
-                    if self.output_memory_format is not None:
-                        out = out.contiguous(memory_format=self.output_memory_format)
-                    outs.append(out)
-        return tuple(outs)
+            return run_stages(x.contiguous(memory_format=self.memory_format), self.stem,
+                              self.stages,
+                              {i: getattr(self, f'norm{i}') for i in self.out_indices})
 
 
 def fuse_for_inference(backbone: InceptionNeXt,
