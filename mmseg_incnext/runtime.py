@@ -1,13 +1,17 @@
-"""Preparing a config for the machine it runs on, and checking its data before a run."""
+"""Preparing a config for the machine it runs on, checking its data before a run, and
+naming the file when a sample fails during one."""
 import datetime
+import logging
 import os
 from typing import Any, Iterable, List, Optional, Sequence, Tuple
 
-import numpy as np
 import torch
 from mmengine.config import Config
 from mmengine.logging import print_log
-from PIL import Image
+
+from mmseg_incnext.checkpoint_io import latest_complete_checkpoint
+from mmseg_incnext.data_check import SplitSpec, scan_split
+from mmseg_incnext.transforms import FAILURE_PREFIX
 
 _DATA_HINT = ('Prepare ADE20K with `python tools/prepare_ade20k.py ADEChallengeData2016.zip` '
               '(see README "Dataset"), or point the config at your copy with '
@@ -16,11 +20,10 @@ _DATA_HINT = ('Prepare ADE20K with `python tools/prepare_ade20k.py ADEChallengeD
 
 
 def load_run_config(path: str, launcher: str = 'none', cfg_options: Optional[dict] = None,
-                    work_dir: Optional[str] = None,
-                    check_dataloaders: Sequence[str] = ()) -> Config:
+                    work_dir: Optional[str] = None) -> Config:
     """What tools/train.py and tools/test.py do first: read the config, apply the command
-    line, check the data (:func:`check_data`) and adapt to the device
-    (:func:`adapt_to_device`). ``work_dir`` defaults to ``work_dirs/<config name>``."""
+    line and adapt to the device (:func:`adapt_to_device`). ``work_dir`` defaults to
+    ``work_dirs/<config name>``."""
     cfg = Config.fromfile(path)
     cfg.launcher = launcher
     if cfg_options is not None:
@@ -29,7 +32,6 @@ def load_run_config(path: str, launcher: str = 'none', cfg_options: Optional[dic
         cfg.work_dir = work_dir
     elif cfg.get('work_dir', None) is None:
         cfg.work_dir = os.path.join('./work_dirs', os.path.splitext(os.path.basename(path))[0])
-    check_data(cfg, check_dataloaders)
     adapt_to_device(cfg)
     return cfg
 
@@ -53,11 +55,9 @@ def adapt_to_device(cfg: Config) -> None:
     """Make a GPU config runnable on a machine without CUDA.
 
     ``torch.nn.SyncBatchNorm`` only synchronises CUDA tensors, and NCCL needs GPUs, so on a
-    CPU-only machine SyncBN becomes BN and the process group uses gloo.  mmengine's
-    ``init_dist`` for the pytorch launcher calls ``torch.cuda.set_device`` unconditionally,
-    so here the gloo process group is created first (mmengine then reuses it), and its
-    default DDP wrapper passes a GPU index as ``device_ids``, which CPU modules refuse.
-    Nothing changes where CUDA is available.
+    CPU-only machine SyncBN becomes BN and the process group uses gloo (created by
+    :func:`init_distributed`); mmengine's default DDP wrapper passes a GPU index as
+    ``device_ids``, which CPU modules refuse. Nothing changes where CUDA is available.
     """
     if torch.cuda.is_available():
         return
@@ -70,11 +70,31 @@ def adapt_to_device(cfg: Config) -> None:
         cfg.model_wrapper_cfg = dict(
             type='MMDistributedDataParallel', device_ids=None, broadcast_buffers=False,
             find_unused_parameters=cfg.get('find_unused_parameters', False))
-    if cfg.get('launcher', 'none') == 'pytorch' and not torch.distributed.is_initialized():
-        timeout = env_cfg['dist_cfg'].get('timeout')
-        # torch < 2.2 refuses timeout=None: pass it only when the config sets one.
-        kwargs = {'timeout': datetime.timedelta(seconds=timeout)} if timeout else {}
-        torch.distributed.init_process_group(backend='gloo', **kwargs)
+
+
+def init_distributed(cfg: Config) -> None:
+    """Start the process group of a launched job now (mmengine's Runner reuses it), so that
+    ranks can share the data check's verdict before anything is built. A no-op without a
+    launcher or when a group exists.
+
+    mmengine's ``init_dist`` selects a CUDA device unconditionally, so without CUDA the
+    gloo group is created here directly.
+    """
+    launcher = cfg.get('launcher', 'none')
+    if launcher == 'none' or torch.distributed.is_initialized():
+        return
+    dist_cfg = dict(cfg.get('env_cfg', {}).get('dist_cfg', {}))
+    if torch.cuda.is_available():
+        from mmengine.dist import init_dist
+        init_dist(launcher, **dist_cfg)
+        return
+    if launcher != 'pytorch':
+        raise RuntimeError(f'Without CUDA only the pytorch launcher (torchrun) is supported, '
+                           f'got launcher={launcher!r}')
+    timeout = dist_cfg.get('timeout')
+    # torch < 2.2 refuses timeout=None: pass it only when the config sets one.
+    kwargs = {'timeout': datetime.timedelta(seconds=timeout)} if timeout else {}
+    torch.distributed.init_process_group(backend='gloo', **kwargs)
 
 
 def _datasets(dataset_cfg: dict) -> Iterable[dict]:
@@ -87,84 +107,118 @@ def _datasets(dataset_cfg: dict) -> Iterable[dict]:
         yield dataset_cfg
 
 
-def check_data(cfg: Config, dataloaders: Iterable[str], check_labels: bool = True) -> None:
-    """Fail before the run starts if a dataloader's data is missing or inconsistent.
-
-    Checks that the image and annotation folders exist and are not empty, that every image
-    has its annotation, and (``check_labels``) that no annotation holds a value beyond the
-    model's classes; all problems are reported together, naming folders, files and values.
-
-    Raises:
-        FileNotFoundError: for missing folders or files.
-        ValueError: for label values out of range.
-    """
-    missing: List[str] = []
-    bad_labels: List[str] = []
+def split_specs(cfg: Config, dataloaders: Iterable[str]) -> List[SplitSpec]:
+    """The image/annotation folders of the named dataloaders' datasets (concatenated and
+    wrapped datasets included), with the label range of the model's decode head."""
     num_classes = cfg.model.get('decode_head', {}).get('num_classes')
-    # Reading every annotation is the slow part (~20K PNGs for ADE20K): one process of a
-    # distributed launch does it, and its failure ends the job for all.
-    check_labels = check_labels and _launch_rank() == 0
+    specs = []
     for name in dataloaders:
         loader = cfg.get(name)
         if not loader:
             continue
         for dataset in _datasets(loader['dataset']):
-            problems = _check_dataset(name, dataset, num_classes if check_labels else None)
-            missing.extend(problems[0])
-            bad_labels.extend(problems[1])
+            root = dataset.get('data_root', '') or ''
+            prefixes = dataset.get('data_prefix', {}) or {}
+            if not {'img_path', 'seg_map_path'} <= set(prefixes):
+                continue
+            max_label = None
+            if num_classes is not None:
+                # ADE20K-style annotations use 0 for "unlabelled" and 1..num_classes.
+                reduce_zero_label = dataset.get('reduce_zero_label',
+                                                dataset.get('type') == 'ADE20KDataset')
+                max_label = num_classes if reduce_zero_label else num_classes - 1
+            specs.append(SplitSpec(
+                name, os.path.join(root, prefixes['img_path']),
+                os.path.join(root, prefixes['seg_map_path']),
+                dataset.get('img_suffix', '.jpg'), dataset.get('seg_map_suffix', '.png'),
+                max_label))
+    return specs
+
+
+def check_data(cfg: Config, dataloaders: Iterable[str], skip: bool = False) -> None:
+    """Fail before the run starts if a dataloader's data is missing or has a bad file.
+
+    Scans every split with :func:`~mmseg_incnext.data_check.scan_split` (decoding each
+    image and annotation; clean verdicts are cached) and reports all problems together,
+    naming each file. In a distributed job rank 0 scans and every rank raises the same
+    error. ``skip`` (``--skip-data-check``) or the config key ``skip_data_check=True``
+    turns the check off, which is logged.
+
+    Raises:
+        FileNotFoundError: for missing folders or annotations.
+        ValueError: for files that do not decode, size mismatches, multi-channel
+            annotations and label values outside the classes.
+    """
+    if skip or cfg.get('skip_data_check', False):
+        print_log('Data check skipped (--skip-data-check / skip_data_check=True): bad files '
+                  'will only show when they are loaded', logger='current', level=logging.WARNING)
+        return
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    verdict = [None]
+    if not distributed or torch.distributed.get_rank() == 0:
+        verdict[0] = _scan(split_specs(cfg, dataloaders))
+    if distributed:
+        from mmengine.dist import broadcast_object_list
+        broadcast_object_list(verdict, src=0)
+    if verdict[0] is not None:
+        error_type, message = verdict[0]
+        raise {'FileNotFoundError': FileNotFoundError, 'ValueError': ValueError}[error_type](
+            message)
+
+
+_MAX_LISTED = 100
+
+
+def _scan(specs: Sequence[SplitSpec]) -> Optional[Tuple[str, str]]:
+    """(error type, message) for the problems found, or None if the data is fine."""
+    missing: List[str] = []
+    bad: List[str] = []
+    for spec in specs:
+        report = scan_split(spec)
+        missing.extend(report.missing)
+        bad.extend(report.bad_files)
+        if report.ok:
+            how = 'unchanged since its last check' if report.cached else 'checked'
+            print_log(f'Data check: {spec.name} {spec.img_dir}: {report.files} files {how}',
+                      logger='current')
+    if not (missing or bad):
+        return None
+    lines = missing + bad
+    listed = '\n  '.join(lines[:_MAX_LISTED])
+    more = f'\n  ... and {len(lines) - _MAX_LISTED} more' if len(lines) > _MAX_LISTED else ''
     if missing:
-        raise FileNotFoundError('Dataset not found or incomplete:\n  ' + '\n  '.join(missing[:20])
-                                + ('\n  ...' if len(missing) > 20 else '') + '\n' + _DATA_HINT)
-    if bad_labels:
-        raise ValueError('Annotations with values outside the classes of the model:\n  '
-                         + '\n  '.join(bad_labels[:20])
-                         + ('\n  ...' if len(bad_labels) > 20 else ''))
+        return 'FileNotFoundError', (f'Dataset not found or incomplete ({len(lines)} '
+                                     f'problems):\n  {listed}{more}\n{_DATA_HINT}')
+    return 'ValueError', (f'Bad files in the dataset ({len(lines)}), found before the run '
+                          f'started; fix or remove them:\n  {listed}{more}')
 
 
-def _launch_rank() -> int:
-    """This process's global rank as set by torchrun or Slurm (the process group is not
-    up yet when the data is checked)."""
-    return int(os.environ.get('RANK', os.environ.get('SLURM_PROCID', 0)))
+def name_files_on_error(cfg: Config, dataloaders: Iterable[str]) -> None:
+    """Wrap the pipeline of the named dataloaders' datasets in
+    :class:`~mmseg_incnext.transforms.NameFilesOnError`, so a file that cannot be read
+    during the run is named in the error."""
+    for name in dataloaders:
+        loader = cfg.get(name)
+        if not loader:
+            continue
+        for dataset in _datasets(loader['dataset']):
+            pipeline = dataset.get('pipeline')
+            if pipeline and not (len(pipeline) == 1
+                                 and pipeline[0].get('type') == 'NameFilesOnError'):
+                dataset['pipeline'] = [dict(type='NameFilesOnError', transforms=pipeline)]
 
 
-def _check_dataset(loader: str, dataset: dict, num_classes: Optional[int]
-                   ) -> Tuple[List[str], List[str]]:
-    root = dataset.get('data_root', '') or ''
-    prefixes = dataset.get('data_prefix', {}) or {}
-    folders = {key: os.path.join(root, prefixes[key]) for key in ('img_path', 'seg_map_path')
-               if key in prefixes}
-    missing = []
-    for key, folder in folders.items():
-        if not os.path.isdir(folder):
-            missing.append(f'{loader}: {key} folder {folder!r} does not exist')
-        elif not any(entry.is_file() for entry in os.scandir(folder)):
-            missing.append(f'{loader}: {key} folder {folder!r} is empty')
-    if missing or len(folders) < 2:
-        return missing, []
-    img_suffix = dataset.get('img_suffix', '.jpg')
-    seg_suffix = dataset.get('seg_map_suffix', '.png')
-    images = [f[:-len(img_suffix)] for f in os.listdir(folders['img_path'])
-              if f.endswith(img_suffix)]
-    labels = set(f[:-len(seg_suffix)] for f in os.listdir(folders['seg_map_path'])
-                 if f.endswith(seg_suffix))
-    for stem in sorted(set(images) - labels):
-        missing.append(f'{loader}: no annotation '
-                       f'{os.path.join(folders["seg_map_path"], stem + seg_suffix)} for image '
-                       f'{os.path.join(folders["img_path"], stem + img_suffix)}')
-    if num_classes is None or missing:
-        return missing, []
-    # ADE20K-style annotations use 0 for "unlabelled" and 1..num_classes for the classes.
-    reduce_zero_label = dataset.get('reduce_zero_label', dataset.get('type') == 'ADE20KDataset')
-    highest = num_classes if reduce_zero_label else num_classes - 1
-    bad = []
-    for stem in sorted(labels):
-        path = os.path.join(folders['seg_map_path'], stem + seg_suffix)
-        values = np.unique(np.asarray(Image.open(path)))
-        wrong = values[(values > highest) & (values != 255)]
-        if wrong.size:
-            bad.append(f'{path}: values {wrong.tolist()[:5]} (allowed 0..{highest} and 255 '
-                       f'for {num_classes} classes)')
-    return [], bad
+def data_failure_message(err: BaseException, work_dir: str) -> str:
+    """What to tell the user when training stopped on a sample it could not read: the
+    file, the error, and the checkpoint that ``--resume`` continues from."""
+    lines = [line[line.index(FAILURE_PREFIX):] for line in str(err).splitlines()
+             if FAILURE_PREFIX in line]
+    what = lines[-1] if lines else str(err)
+    checkpoint = latest_complete_checkpoint(work_dir)
+    resume = (f'--resume continues from {checkpoint}' if checkpoint else
+              f'no checkpoint was saved in {work_dir} yet, so the run starts over')
+    return (f'Training stopped: {what}\nRestore or fix the file (or remove the sample), then '
+            f'run again with --resume; {resume}.')
 
 
 def finish_distributed() -> None:

@@ -1,8 +1,16 @@
 """Session-wide fixtures: a tiny ADE20K-layout dataset and released-format weights."""
+import os
+
 import pytest
 import torch
 
 from tests.helpers import seeded_timm_model
+
+
+@pytest.fixture(scope='session', autouse=True)
+def private_cache(tmp_path_factory):
+    """Data-check verdicts go to a folder of this session, not the user's cache."""
+    os.environ['MMSEG_INCNEXT_CACHE'] = str(tmp_path_factory.mktemp('cache'))
 
 
 @pytest.fixture(scope='session')

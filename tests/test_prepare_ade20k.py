@@ -32,8 +32,9 @@ def test_unpacks_into_mmseg_layout_and_checks_counts(tiny_ade20k, tmp_path):
     assert len(os.listdir(root / 'annotations' / 'validation')) == 2
     # The tiny copy is not the real dataset: the check says what is wrong with it.
     assert result.returncode != 0
-    assert '6 images, expected 20210' in result.stderr
-    assert f'1 validation images have no annotation, e.g. {unlabelled[:-4]}.jpg' in result.stderr
+    assert 'training: 6 images with annotations, expected 20210' in result.stderr
+    assert f'validation: no annotation {root}/annotations/validation/{unlabelled}' \
+        in result.stderr
 
 
 def test_bad_zip_and_missing_source(tmp_path):

@@ -7,29 +7,33 @@ data_root of the configs. Already unpacked? Pass the folder instead of the zip t
 """
 import argparse
 import os
+import sys
 import zipfile
 
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO_ROOT not in sys.path:
+    sys.path.insert(0, REPO_ROOT)
+from mmseg_incnext.data_check import SplitSpec, scan_split  # noqa: E402
+
 EXPECTED = {'training': 20210, 'validation': 2000}
+NUM_CLASSES = 150  # annotation values 0 (unlabelled) .. 150
 
 
 def check(root: str) -> None:
+    """Every image has its annotation and decodes, sizes agree, labels are in range (the
+    check tools/train.py runs), and the counts are the official ones."""
     problems = []
     for split, expected in EXPECTED.items():
-        image_dir = os.path.join(root, 'images', split)
-        label_dir = os.path.join(root, 'annotations', split)
-        if not os.path.isdir(image_dir) or not os.path.isdir(label_dir):
-            problems.append(f'missing {image_dir} or {label_dir}')
-            continue
-        images = {os.path.splitext(f)[0] for f in os.listdir(image_dir) if f.endswith('.jpg')}
-        labels = {os.path.splitext(f)[0] for f in os.listdir(label_dir) if f.endswith('.png')}
-        if len(images) != expected:
-            problems.append(f'{image_dir}: {len(images)} images, expected {expected}')
-        unlabelled = sorted(images - labels)
-        if unlabelled:
-            problems.append(f'{len(unlabelled)} {split} images have no annotation, e.g. '
-                            f'{unlabelled[0]}.jpg')
+        report = scan_split(SplitSpec(split, os.path.join(root, 'images', split),
+                                      os.path.join(root, 'annotations', split),
+                                      max_label=NUM_CLASSES))
+        problems += report.missing + report.bad_files
+        images = report.files // 2
+        if images and images != expected:
+            problems.append(f'{split}: {images} images with annotations, expected {expected}')
     if problems:
-        raise SystemExit('ADE20K check failed:\n  ' + '\n  '.join(problems))
+        raise SystemExit(f'ADE20K check failed ({len(problems)} problems):\n  '
+                         + '\n  '.join(problems))
     print(f'ADE20K is ready at {root}')
 
 

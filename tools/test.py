@@ -11,7 +11,8 @@ from mmengine.config import DictAction
 from mmengine.runner import Runner
 
 import mmseg_incnext.stack_fixes  # noqa: F401  (safe checkpoint reading, atomic writes)
-from mmseg_incnext.runtime import finish_distributed, load_run_config
+from mmseg_incnext.runtime import (check_data, finish_distributed, init_distributed,
+                                   load_run_config, name_files_on_error)
 
 
 def parse_args():
@@ -29,6 +30,8 @@ def parse_args():
                         default='none', help='job launcher')
     parser.add_argument('--tta', action='store_true',
                         help='multi-scale (0.5-1.75) and flip test-time augmentation')
+    parser.add_argument('--skip-data-check', action='store_true',
+                        help='do not decode and check every dataset file before the run')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args()
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
@@ -39,8 +42,9 @@ def main():
     args = parse_args()
     if not os.path.isfile(args.checkpoint):
         raise FileNotFoundError(f'Checkpoint file not found: {args.checkpoint}')
-    cfg = load_run_config(args.config, args.launcher, args.cfg_options, args.work_dir,
-                          check_dataloaders=['test_dataloader'])
+    cfg = load_run_config(args.config, args.launcher, args.cfg_options, args.work_dir)
+    init_distributed(cfg)
+    check_data(cfg, ['test_dataloader'], skip=args.skip_data_check)
     cfg.load_from = args.checkpoint
 
     if args.show or args.show_dir:
@@ -59,6 +63,7 @@ def main():
         cfg.test_evaluator['output_dir'] = args.out
         cfg.test_evaluator['keep_results'] = True
 
+    name_files_on_error(cfg, ['test_dataloader'])
     runner = Runner.from_cfg(cfg)
     runner.test()
     finish_distributed()

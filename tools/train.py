@@ -3,8 +3,10 @@
 Same arguments as mmsegmentation's tools/train.py, and:
   --auto-scale-lr  scale the learning rate from the config's base batch size
                    (auto_scale_lr.base_batch_size) to the actual total batch.
-On a machine without CUDA, SyncBN becomes BN and distributed runs use gloo. The dataset
-folders are checked before anything is built.
+  --skip-data-check  skip the check of every dataset file (decoded, sizes, labels) that
+                   otherwise runs before anything is built.
+On a machine without CUDA, SyncBN becomes BN and distributed runs use gloo. A sample that
+cannot be read during training stops the run naming the file and the checkpoint to resume.
 """
 import quiet_warnings  # noqa: F401  (first: filters known third-party warnings)
 import argparse
@@ -17,7 +19,9 @@ from mmengine.runner import Runner
 
 from mmseg.registry import RUNNERS
 import mmseg_incnext.stack_fixes  # noqa: F401  (safe checkpoint reading, atomic writes)
-from mmseg_incnext.runtime import finish_distributed, load_run_config
+from mmseg_incnext.runtime import (check_data, data_failure_message, finish_distributed,
+                                   init_distributed, load_run_config, name_files_on_error)
+from mmseg_incnext.transforms import DataReadError
 
 
 def parse_args():
@@ -33,6 +37,8 @@ def parse_args():
                         help='override config settings, xxx=yyy format')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='job launcher')
+    parser.add_argument('--skip-data-check', action='store_true',
+                        help='do not decode and check every dataset file before the run')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args()
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
@@ -41,8 +47,9 @@ def parse_args():
 
 def main():
     args = parse_args()
-    cfg = load_run_config(args.config, args.launcher, args.cfg_options, args.work_dir,
-                          check_dataloaders=['train_dataloader', 'val_dataloader'])
+    cfg = load_run_config(args.config, args.launcher, args.cfg_options, args.work_dir)
+    init_distributed(cfg)
+    check_data(cfg, ['train_dataloader', 'val_dataloader'], skip=args.skip_data_check)
 
     if args.amp:
         if cfg.optim_wrapper.get('type', 'OptimWrapper') == 'AmpOptimWrapper':
@@ -62,8 +69,12 @@ def main():
         # mmengine trusts `last_checkpoint`; prefer the newest checkpoint that is complete.
         from mmseg_incnext.checkpoint_io import latest_complete_checkpoint
         cfg.load_from = latest_complete_checkpoint(cfg.work_dir)
+    name_files_on_error(cfg, ['train_dataloader', 'val_dataloader'])
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
-    runner.train()
+    try:
+        runner.train()
+    except DataReadError as err:
+        raise SystemExit(data_failure_message(err, cfg.work_dir)) from None
     finish_distributed()
 
 

@@ -1,0 +1,218 @@
+"""Checking a segmentation dataset's files before a run, so a bad file never costs one.
+
+:func:`scan_split` lists an image folder and its annotation folder, pairs them by name and
+decodes every file (in parallel processes): images and annotations that do not decode,
+size mismatches between an image and its annotation, annotations with more than one
+channel, and label values beyond the classes are all reported at once, file by file.
+A clean verdict is cached, keyed by the files' names, sizes and modification times, so a
+restarted run does not rescan unchanged data.
+"""
+import hashlib
+import json
+import multiprocessing
+import os
+import sys
+import warnings
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+from PIL import Image
+
+# Bump when the checks change, so that cached verdicts of older checks are not trusted.
+CHECK_VERSION = 1
+EXIF_ORIENTATION = 0x0112
+# Orientations that rotate by 90 degrees: decoders honouring EXIF (OpenCV) swap the sides.
+TRANSPOSING_ORIENTATIONS = {5, 6, 7, 8}
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    """One split of a dataset: its folders, file suffixes and label range.
+
+    ``max_label`` is the highest valid label value (255 is always allowed, as mmseg's
+    ignore index), or None to skip the label check.
+    """
+    name: str
+    img_dir: str
+    seg_dir: str
+    img_suffix: str = '.jpg'
+    seg_suffix: str = '.png'
+    max_label: Optional[int] = None
+
+
+@dataclass
+class ScanReport:
+    """What :func:`scan_split` found: ``missing`` (folders or annotations that are not
+    there) and ``bad_files`` (files that are there but wrong), one line each."""
+    split: str
+    files: int = 0
+    missing: List[str] = field(default_factory=list)
+    bad_files: List[str] = field(default_factory=list)
+    cached: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.bad_files)
+
+
+def _decoded(path: str) -> Tuple[Optional[Image.Image], Optional[str]]:
+    """The fully decoded image, or the reason it does not decode."""
+    try:
+        if os.path.getsize(path) == 0:
+            return None, 'empty file'
+        image = Image.open(path)
+        image.load()
+        return image, None
+    except Exception as err:  # PIL raises many types for bad files; report them all
+        return None, f'does not decode ({type(err).__name__}: {err})'
+
+
+def _displayed_size(image: Image.Image) -> Tuple[int, int]:
+    """(width, height) as a decoder applying the EXIF orientation returns it."""
+    width, height = image.size
+    try:
+        orientation = image.getexif().get(EXIF_ORIENTATION)
+    except Exception:
+        orientation = None
+    return (height, width) if orientation in TRANSPOSING_ORIENTATIONS else (width, height)
+
+
+def check_pair(img_path: str, seg_path: str, max_label: Optional[int]) -> List[str]:
+    """Every problem of one image and its annotation, one line each (empty if none)."""
+    image, image_error = _decoded(img_path)
+    label, label_error = _decoded(seg_path)
+    problems = [f'{path}: {error}' for path, error in
+                ((img_path, image_error), (seg_path, label_error)) if error]
+    if label is not None and len(label.getbands()) > 1:
+        problems.append(f'{seg_path}: annotation has {len(label.getbands())} channels '
+                        f'(mode {label.mode}); expected one channel of class indices, not a '
+                        'colour-coded mask')
+        label = None
+    if image is not None and label is not None:
+        image_size, label_size = _displayed_size(image), label.size
+        if image_size != label_size:
+            problems.append(f'{seg_path}: annotation is {label_size[0]}x{label_size[1]} but '
+                            f'its image {img_path} is {image_size[0]}x{image_size[1]} '
+                            '(width x height)')
+    if label is not None and max_label is not None:
+        values = np.unique(np.asarray(label))
+        wrong = values[(values > max_label) & (values != 255)]
+        if wrong.size:
+            problems.append(f'{seg_path}: values {wrong.tolist()[:5]} (allowed 0..{max_label} '
+                            'and 255)')
+    return problems
+
+
+def _check_pair_args(args: Tuple[str, str, Optional[int]]) -> List[str]:
+    return check_pair(*args)
+
+
+def _listing(folder: str, suffix: str) -> Dict[str, Tuple[int, int]]:
+    """stem -> (size, mtime_ns) of the files in ``folder`` ending in ``suffix``."""
+    out = {}
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.name.endswith(suffix) and entry.is_file():
+                stat = entry.stat()
+                out[entry.name[:-len(suffix)]] = (stat.st_size, stat.st_mtime_ns)
+    return out
+
+
+def cache_dir() -> str:
+    return os.path.join(os.environ.get('MMSEG_INCNEXT_CACHE',
+                                       os.path.expanduser('~/.cache/mmseg-incnext')),
+                        'data-checks')
+
+
+def _verdict_key(spec: SplitSpec, images: dict, labels: dict) -> str:
+    digest = hashlib.sha256()
+    digest.update(json.dumps([CHECK_VERSION, os.path.abspath(spec.img_dir),
+                              os.path.abspath(spec.seg_dir), spec.max_label]).encode())
+    for listing in (images, labels):
+        for stem in sorted(listing):
+            digest.update(f'{stem}\0{listing[stem][0]}\0{listing[stem][1]}\n'.encode())
+    return digest.hexdigest()
+
+
+def _progress(total: int):
+    """mmengine's progress bar on a terminal for long scans; otherwise nothing."""
+    if total < 1000 or not sys.stdout.isatty():
+        return None
+    from mmengine.utils import ProgressBar
+    return ProgressBar(total)
+
+
+def scan_split(spec: SplitSpec, workers: Optional[int] = None,
+               use_cache: bool = True) -> ScanReport:
+    """Check one split: folders, pairing, and (in ``workers`` processes, default one per
+    core) every image and annotation. A clean result is cached (see the module doc)."""
+    report = ScanReport(spec.name)
+    for key, folder in (('img_path', spec.img_dir), ('seg_map_path', spec.seg_dir)):
+        if not os.path.isdir(folder):
+            report.missing.append(f'{spec.name}: {key} folder {folder!r} does not exist')
+    if report.missing:
+        return report
+    images = _listing(spec.img_dir, spec.img_suffix)
+    labels = _listing(spec.seg_dir, spec.seg_suffix)
+    for folder, listing, suffix in ((spec.img_dir, images, spec.img_suffix),
+                                    (spec.seg_dir, labels, spec.seg_suffix)):
+        if not listing:
+            report.missing.append(f'{spec.name}: folder {folder!r} has no {suffix} files')
+    for stem in sorted(set(images) - set(labels)):
+        report.missing.append(
+            f'{spec.name}: no annotation {os.path.join(spec.seg_dir, stem + spec.seg_suffix)} '
+            f'for image {os.path.join(spec.img_dir, stem + spec.img_suffix)}')
+    if report.missing:
+        return report
+    stems = sorted(images)
+    report.files = 2 * len(stems)
+    key = _verdict_key(spec, images, labels)
+    verdict_path = os.path.join(cache_dir(), key + '.json')
+    if use_cache and os.path.isfile(verdict_path):
+        report.cached = True
+        return report
+    jobs = [(os.path.join(spec.img_dir, stem + spec.img_suffix),
+             os.path.join(spec.seg_dir, stem + spec.seg_suffix), spec.max_label)
+            for stem in stems]
+    report.bad_files = _run_checks(jobs, workers or os.cpu_count() or 1)
+    if report.ok and use_cache:
+        _write_verdict(verdict_path, report)
+    return report
+
+
+def _run_checks(jobs: Sequence[Tuple[str, str, Optional[int]]], workers: int) -> List[str]:
+    bar = _progress(len(jobs))
+    problems: List[str] = []
+    if workers <= 1 or len(jobs) < 64:
+        results = map(_check_pair_args, jobs)
+        executor = None
+    else:
+        # fork: the workers need nothing re-imported (spawn would import torch and mmseg).
+        context = multiprocessing.get_context(
+            'fork' if 'fork' in multiprocessing.get_all_start_methods() else None)
+        executor = ProcessPoolExecutor(workers, mp_context=context)
+        results = executor.map(_check_pair_args, jobs, chunksize=32)
+    try:
+        for found in results:
+            problems.extend(found)
+            if bar is not None:
+                bar.update()
+    finally:
+        if executor is not None:
+            executor.shutdown()
+    if bar is not None:
+        sys.stdout.write('\n')
+    return problems
+
+
+def _write_verdict(path: str, report: ScanReport) -> None:
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f'{path}.{os.getpid()}.tmp'
+        with open(tmp, 'w') as f:
+            json.dump(dict(asdict(report), check_version=CHECK_VERSION), f)
+        os.replace(tmp, path)
+    except OSError as err:  # not fatal: the next run rescans
+        warnings.warn(f'Could not cache the data check verdict in {path}: {err}')
