@@ -21,9 +21,10 @@ setup(
         'safetensors',
     ],
     extras_require={
-        'tests': ['pytest', 'timm>=1.0', 'mmpretrain==1.2.0'],
+        'tests': ['pytest', 'timm>=1.0', 'mmpretrain==1.2.0', 'onnx', 'onnxruntime'],
         'benchmark': ['timm>=1.0'],  # the reference implementation compared against
         'mmpretrain': ['mmpretrain==1.2.0'],
+        'deploy': ['onnx', 'onnxruntime'],  # tools/export_onnx.py, .onnx in test/demo
     },
     zip_safe=False,
 )

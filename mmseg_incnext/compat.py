@@ -27,3 +27,16 @@ else:
         query = _AUTOCAST_QUERIES.get(device_type)
         return query is not None and query()
 
+
+
+def _onnx_export_takes_dynamo() -> bool:
+    import inspect
+    return 'dynamo' in inspect.signature(torch.onnx.export).parameters  # torch >= 2.5
+
+
+def onnx_export(model: torch.nn.Module, args: tuple, path: str, **kwargs) -> None:
+    """``torch.onnx.export`` with the TorchScript-based exporter on every torch (newer torch
+    would pick the dynamo exporter, which cannot export these models with free H and W)."""
+    if _onnx_export_takes_dynamo():
+        kwargs['dynamo'] = False
+    torch.onnx.export(model, args, path, **kwargs)

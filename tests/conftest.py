@@ -1,5 +1,8 @@
-"""Session-wide fixtures: a tiny ADE20K-layout dataset and released-format weights."""
+"""Session-wide fixtures: a tiny ADE20K-layout dataset, released-format weights, and a
+short run of the offline demo (a small trained segmentor with its data)."""
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -35,3 +38,16 @@ def released_weights(tmp_path_factory):
             cache[arch] = str(path)
         return cache[arch]
     return get
+
+
+@pytest.fixture(scope='session')
+def demo_run(tmp_path_factory):
+    """A shortened run of the main job (`make demo`): 40 iterations on 12 images."""
+    from tests.helpers import REPO_ROOT
+    work = tmp_path_factory.mktemp('demo')
+    result = subprocess.run(
+        [sys.executable, 'tools/run_demo.py', '--work-dir', str(work), '--iters', '40',
+         '--num-train', '12', '--num-val', '4'],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    return work, result.stdout

@@ -15,18 +15,6 @@ from tests.helpers import REPO_ROOT
 DEMO_CONFIG = os.path.join(REPO_ROOT, 'configs', 'demo', 'incnext_atto_fpn_synthetic.py')
 
 
-@pytest.fixture(scope='module')
-def demo_run(tmp_path_factory):
-    """A shortened run of the main job (`make demo`): 40 iterations on 12 images."""
-    work = tmp_path_factory.mktemp('demo')
-    result = subprocess.run(
-        [sys.executable, 'tools/run_demo.py', '--work-dir', str(work), '--iters', '40',
-         '--num-train', '12', '--num-val', '4'],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
-    return work, result.stdout
-
-
 def test_demo_learns_far_above_chance(demo_run):
     work, out = demo_run
     found = re.search(r'held-out mIoU: ([0-9.]+) .*random guessing: ([0-9.]+)', out)

@@ -12,6 +12,7 @@ Examples::
     python tools/benchmark.py                                   # backbones, 224x224
     python tools/benchmark.py --level segmentor --batch 2      # UperNet / FPN, 512x512
     python tools/benchmark.py --level segmentor --sizes 512 1024 2048 --modes infer
+    python tools/benchmark.py --level segmentor --onnx --only "ONNX Runtime" --modes infer
 
 Peak memory: CUDA ``torch.cuda.max_memory_allocated``; CPU the peak resident-set growth
 during one extra step (sampled every millisecond after ``malloc_trim``), in MiB.
@@ -26,12 +27,15 @@ import json
 import os
 import statistics
 import sys
+import tempfile
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -57,6 +61,7 @@ class ModelSpec:
     build: Callable[[bool], nn.Module]
     features: Callable[[nn.Module], Features]
     builds_layout: bool = False
+    modes: Tuple[str, ...] = ('infer', 'train')
 
 
 @dataclass(frozen=True)
@@ -117,6 +122,38 @@ def build_segmentor(config: str, convnext: bool, channels_last: bool = True) -> 
     replace_sync_bn(cfg.model)
     init_default_scope('mmseg')
     return MODELS.build(cfg.model)
+
+
+class OnnxRuntimeModel(nn.Module):
+    """An exported segmentor run by ONNX Runtime, timed like a module."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        from mmseg_incnext.deploy.onnx_runtime import ort_session
+        self.session = ort_session(path)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        images = np.ascontiguousarray(x.detach().cpu().numpy())
+        return torch.from_numpy(self.session.run(None, {'images': images})[0])
+
+
+def onnx_runtime_spec(name: str, config: str) -> ModelSpec:
+    """Our segmentor exported with free H and W (:func:`export_onnx`, verified), once per
+    process, and run by ONNX Runtime; inference only."""
+    exported: Dict[str, object] = {}
+
+    def build(channels_last: bool) -> nn.Module:
+        if 'path' not in exported:
+            from mmseg_incnext.deploy.onnx_export import export_onnx
+            exported['folder'] = tempfile.TemporaryDirectory()
+            path = os.path.join(exported['folder'].name, 'model.onnx')
+            with warnings.catch_warnings():
+                warnings.filterwarnings('ignore', category=torch.jit.TracerWarning)
+                warnings.filterwarnings('ignore', message='Constant folding')
+                export_onnx(build_segmentor(config, False), path, dynamic=True)
+            exported['path'] = path
+        return OnnxRuntimeModel(exported['path'])
+    return ModelSpec(name, build, module_features, modes=('infer', ))
 
 
 def module_features(model: nn.Module) -> Features:
@@ -180,6 +217,17 @@ BACKBONE_CONVNEXT = _segmentor_spec('UperNet-ConvNeXt-T [backbone only]', UPERNE
 FPN_CONVNEXT = _segmentor_spec('FPN-ConvNeXt-T', FPN, True, segmentor_logits)
 
 
+FPN_OURS = _segmentor_spec('FPN-T (ours)', FPN, False, segmentor_logits)
+
+
+def onnx_comparisons() -> List[Comparison]:
+    """Our UperNet and FPN exported to ONNX and run by ONNX Runtime, against our PyTorch
+    eager path (the fused backbone)."""
+    return [Comparison(f'{name}, ONNX Runtime', (eager, onnx_runtime_spec(
+        f'{name}-T (ours, ONNX Runtime)', config)), {'PyTorch': (eager, )})
+        for name, config, eager in (('UperNet', UPERNET, UPERNET_OURS), ('FPN', FPN, FPN_OURS))]
+
+
 def segmentor_comparisons() -> List[Comparison]:
     """UperNet and FPN against the same heads on ConvNeXt-T, and the two backbones alone
     inside UperNet, which shows how much of UperNet's time a backbone can save at all."""
@@ -188,8 +236,7 @@ def segmentor_comparisons() -> List[Comparison]:
                    {'ConvNeXt': (UPERNET_CONVNEXT, )}),
         Comparison('the same backbones alone', (BACKBONE_OURS, BACKBONE_CONVNEXT),
                    {'ConvNeXt': (BACKBONE_CONVNEXT, )}),
-        Comparison('FPN', (_segmentor_spec('FPN-T (ours)', FPN, False, segmentor_logits),
-                           FPN_CONVNEXT), {'ConvNeXt': (FPN_CONVNEXT, )}),
+        Comparison('FPN', (FPN_OURS, FPN_CONVNEXT), {'ConvNeXt': (FPN_CONVNEXT, )}),
     ]
 
 
@@ -302,7 +349,8 @@ def measure(models: Sequence[ModelSpec], layouts: Sequence[str], mode: str, x: t
     peak memory (and profile) one more step each.  A model that fails is reported with its
     error and the others go on."""
     device = x.device
-    runs = [(Measurement(spec, layout), None) for spec in models for layout in layouts]
+    runs = [(Measurement(spec, layout), None) for spec in models for layout in layouts
+            if mode in spec.modes]
     live = []
     for m, _ in runs:
         try:
@@ -432,6 +480,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         'as ADE20K test images up to 512x2048); default 224 / 512')
     p.add_argument('--modes', nargs='+', choices=('infer', 'train'), default=['infer', 'train'])
     p.add_argument('--layouts', nargs='+', choices=tuple(LAYOUTS), default=list(LAYOUTS))
+    p.add_argument('--onnx', action='store_true',
+                   help='segmentor level: ONNX Runtime against PyTorch eager (inference); '
+                        'needs pip install -e .[deploy]')
     p.add_argument('--only', nargs='+', default=None,
                    help='substrings of model names to keep (references are always kept)')
     p.add_argument('--threads', type=int, default=os.cpu_count(),
@@ -477,8 +528,10 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     batches = args.batch or [2 if segmentor else 8]
     shapes = [segmentor_shape(s) if segmentor else (s, s)
               for s in args.sizes or ([512] if segmentor else [224])]
-    comparisons = select(segmentor_comparisons() if segmentor else
-                         backbone_comparisons(args.arch), args.only)
+    if args.onnx and not segmentor:
+        raise SystemExit('--onnx compares whole segmentors: add --level segmentor')
+    comparisons = select(segmentor_comparisons() + (onnx_comparisons() if args.onnx else [])
+                         if segmentor else backbone_comparisons(args.arch), args.only)
     models = list(dict.fromkeys(m for c in comparisons for m in c.models))
     result = dict(args=vars(args), torch=torch.__version__, device=str(device),
                   threads=torch.get_num_threads(), runs=[])

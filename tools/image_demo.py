@@ -56,7 +56,8 @@ def output_name(path: str, used: set) -> str:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('config', help='config file')
-    parser.add_argument('checkpoint', help='checkpoint of the trained segmentor')
+    parser.add_argument('checkpoint', help='checkpoint of the trained segmentor, or an .onnx '
+                        'file from tools/export_onnx.py (run with ONNX Runtime)')
     parser.add_argument('inputs', nargs='+', help='images, folders or .txt lists of images')
     parser.add_argument('--out-dir', default='work_dirs/demo_outputs', help='output folder')
     parser.add_argument('--device', default='cuda:0' if torch.cuda.is_available() else 'cpu')
@@ -70,7 +71,11 @@ def main():
 
     from mmseg.apis import inference_model, init_model
     paths = collect_inputs(args.inputs)
-    model = init_model(args.config, args.checkpoint, device=args.device)
+    if args.checkpoint.endswith('.onnx'):
+        from mmseg_incnext.deploy.onnx_runtime import init_onnx_model
+        model = init_onnx_model(args.config, args.checkpoint, device=args.device)
+    else:
+        model = init_model(args.config, args.checkpoint, device=args.device)
     whole_test_cfg = model.test_cfg
     classes, palette = model.dataset_meta['classes'], model.dataset_meta['palette']
 

@@ -163,14 +163,14 @@ if [[ "$before" != "$after" ]]; then
     false
 fi
 
-CURRENT_STEP="install the test extras (timm, pytest, mmpretrain)"
+CURRENT_STEP="install the test extras (timm, pytest, mmpretrain, onnx, onnxruntime)"
 step "$CURRENT_STEP"
 "${PIP[@]}" install -q -c "$CONSTRAINTS" -e "$ROOT[tests]"
 
 CURRENT_STEP="check the stack imports"
 step "$CURRENT_STEP"
 "$VENV/bin/python" - <<'PY'
-import mmcv, mmengine, mmseg, numpy, timm, torch, torchvision
+import mmcv, mmengine, mmseg, numpy, onnxruntime, timm, torch, torchvision
 from mmcv.ops import nms  # noqa: F401  (fails if mmcv was built without ops)
 import mmseg.models  # noqa: F401
 import mmseg_incnext  # noqa: F401

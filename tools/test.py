@@ -1,7 +1,10 @@
 """Evaluate a checkpoint (mIoU) with an InceptionNeXt config; --tta for multi-scale + flip.
 
 Same arguments as mmsegmentation's tools/test.py. The paper's UperNet numbers are
-multi-scale (--tta); its Semantic FPN numbers are single-scale.
+multi-scale (--tta); its Semantic FPN numbers are single-scale. CHECKPOINT may be an .onnx
+file from tools/export_onnx.py (--output logits): ONNX Runtime then runs the graph inside
+mmseg's test, whole-image or sliding-window as the config says, with or without --tta
+(sliding windows and --tta need a --dynamic export).
 """
 import quiet_warnings  # noqa: F401  (first: filters known third-party warnings)
 import argparse
@@ -18,7 +21,7 @@ from mmseg_incnext.runtime import (check_data, finish_distributed, init_distribu
 def parse_args():
     parser = argparse.ArgumentParser(description='Test (and eval) a segmentor checkpoint')
     parser.add_argument('config', help='test config file path')
-    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('checkpoint', help='checkpoint file, or an .onnx export')
     parser.add_argument('--work-dir', help='the dir to save the evaluation metrics')
     parser.add_argument('--out', help='dir to save raw predictions for offline evaluation')
     parser.add_argument('--show', action='store_true', help='show prediction results')
@@ -42,10 +45,18 @@ def main():
     args = parse_args()
     if not os.path.isfile(args.checkpoint):
         raise FileNotFoundError(f'Checkpoint file not found: {args.checkpoint}')
+    onnx = args.checkpoint.endswith('.onnx')
+    if onnx and args.launcher != 'none':
+        raise SystemExit('An .onnx model is tested in one process (ONNX Runtime uses every '
+                         'core); run tools/test.py without a launcher')
     cfg = load_run_config(args.config, args.launcher, args.cfg_options, args.work_dir)
     init_distributed(cfg)
     check_data(cfg, ['test_dataloader'], skip=args.skip_data_check)
-    cfg.load_from = args.checkpoint
+    if onnx:
+        from mmseg_incnext.deploy.onnx_runtime import onnx_model_cfg
+        cfg.model = onnx_model_cfg(cfg.model, args.checkpoint)
+    else:
+        cfg.load_from = args.checkpoint
 
     if args.show or args.show_dir:
         hooks = cfg.default_hooks

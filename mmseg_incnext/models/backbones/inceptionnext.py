@@ -175,6 +175,8 @@ def pad_to_multiple(x: torch.Tensor, multiple: int,
     A no-op (and identical to the reference) for sizes that are already multiples.
     The padding is zeros, or the per-channel values ``fill`` (shape ``(C,)``).
     """
+    if torch.jit.is_tracing():
+        return _pad_for_any_size(x, multiple, fill)
     height, width = x.shape[-2:]
     pad_h, pad_w = -height % multiple, -width % multiple
     if not (pad_h or pad_w):
@@ -185,6 +187,19 @@ def pad_to_multiple(x: torch.Tensor, multiple: int,
         x[..., height:, :] = fill
         x[..., :height, width:] = fill
     return x
+
+
+def _pad_for_any_size(x: torch.Tensor, multiple: int,
+                      fill: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """:func:`pad_to_multiple` for a traced graph (ONNX export) that must hold for every
+    input size: pads ``multiple - 1`` rows and columns whatever the size. Before a conv
+    whose kernel and stride are ``multiple`` that is the same computation: it gives
+    ``ceil(size / multiple)`` outputs, and the rows beyond the next multiple are never read.
+    """
+    if fill is None:
+        return F.pad(x, (0, multiple - 1, 0, multiple - 1))
+    fill = fill.to(x.dtype).view(1, -1, 1, 1)
+    return F.pad(x - fill, (0, multiple - 1, 0, multiple - 1)) + fill
 
 
 def check_input(x: torch.Tensor, in_channels: int, arch_name: str) -> None:

@@ -1,0 +1,203 @@
+"""Exporting a whole segmentor to ONNX, with every shape computed from the input.
+
+The TorchScript exporter records the operations run on one example input; Python
+arithmetic on shapes is frozen into the graph. :class:`ExportableSegmentor` is built so
+that nothing depends on the example's size: the backbone is the fused inference copy
+(its padding is size-independent while tracing, see ``pad_to_multiple``), mmseg's
+``Upsample`` layers become ``nn.Upsample`` with a scale factor, and adaptive average
+pooling (UperNet's pyramid pooling) is computed with pooling matrices built from the
+input. :func:`export_onnx` writes the file only after ONNX Runtime reproduced PyTorch on
+the export size and on other sizes.
+"""
+import copy
+import os
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmseg.models.utils import Upsample as MMSegUpsample
+
+from mmseg_incnext.compat import onnx_export
+from mmseg_incnext.models.backbones.inceptionnext import InceptionNeXt
+from mmseg_incnext.models.backbones.inceptionnext_fused import fuse_for_inference
+
+OUTPUTS = ('logits', 'labels')
+
+
+class ExportMismatchError(RuntimeError):
+    """ONNX Runtime does not reproduce PyTorch on the exported file."""
+
+
+class AdaptiveAvgPoolAnySize(nn.Module):
+    """``nn.AdaptiveAvgPool2d(bins)`` as two products with pooling matrices that are
+    computed from the input, so a traced graph holds for every input size.
+
+    Bin ``i`` of a side of length ``L`` averages ``[floor(i L / k), ceil((i + 1) L / k))``,
+    PyTorch's bins.
+    """
+
+    def __init__(self, bins: int) -> None:
+        super().__init__()
+        self.bins = bins
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.bins == 1:
+            return x.mean((2, 3), keepdim=True)
+        rows = self._pooling_matrix(x[0, 0, :, 0])
+        cols = self._pooling_matrix(x[0, 0, 0, :])
+        return torch.einsum('ih,nchw,jw->ncij', rows, x, cols)
+
+    def _pooling_matrix(self, line: torch.Tensor) -> torch.Tensor:
+        # positions 0..L-1 from the data rather than from a shape, which tracing would freeze
+        position = torch.ones_like(line).cumsum(0) - 1
+        length = position[-1:] + 1
+        index = torch.arange(self.bins, dtype=line.dtype, device=line.device)
+        start = torch.floor(index * length / self.bins)
+        end = torch.ceil((index + 1) * length / self.bins)
+        inside = ((position[None] >= start[:, None]) & (position[None] < end[:, None]))
+        inside = inside.to(line.dtype)
+        return inside / inside.sum(1, keepdim=True)
+
+
+def make_traceable(module: nn.Module) -> nn.Module:
+    """Replace, in place, the layers whose output size a trace would freeze."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.AdaptiveAvgPool2d):
+            bins = child.output_size
+            bins = (bins, bins) if isinstance(bins, int) else tuple(bins)
+            if bins[0] != bins[1] or bins[0] is None:
+                raise NotImplementedError(f'ONNX export of AdaptiveAvgPool2d{bins}: only '
+                                          'square bins are supported')
+            setattr(module, name, AdaptiveAvgPoolAnySize(bins[0]))
+        elif isinstance(child, MMSegUpsample) and child.size is None:
+            setattr(module, name, nn.Upsample(scale_factor=child.scale_factor, mode=child.mode,
+                                              align_corners=child.align_corners))
+        else:
+            make_traceable(child)
+    return module
+
+
+class ExportableSegmentor(nn.Module):
+    """What mmseg's ``EncoderDecoder.encode_decode`` computes, for export: normalised
+    ``N x 3 x H x W`` images in, logits at the input size out (or, with
+    ``output='labels'``, their argmax). The auxiliary head is dropped; the segmentor is
+    left untouched.
+    """
+
+    def __init__(self, segmentor: nn.Module, output: str = 'logits') -> None:
+        super().__init__()
+        if output not in OUTPUTS:
+            raise ValueError(f'output must be one of {OUTPUTS}, got {output!r}')
+        if type(segmentor).__name__ != 'EncoderDecoder':
+            raise NotImplementedError(f'ONNX export supports EncoderDecoder segmentors, got '
+                                      f'{type(segmentor).__name__}')
+        if not isinstance(segmentor.backbone, InceptionNeXt):
+            raise TypeError('ONNX export expects an InceptionNeXt backbone, got '
+                            f'{type(segmentor.backbone).__name__}')
+        self.backbone = fuse_for_inference(segmentor.backbone,
+                                           memory_format=torch.contiguous_format)
+        self.neck = make_traceable(copy.deepcopy(segmentor.neck)).eval() \
+            if segmentor.with_neck else None
+        self.decode_head = make_traceable(copy.deepcopy(segmentor.decode_head)).eval()
+        self.align_corners = segmentor.decode_head.align_corners
+        self.output = output
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        features = self.backbone(images)
+        if self.neck is not None:
+            features = self.neck(features)
+        logits = F.interpolate(self.decode_head(features), size=images.shape[2:],
+                               mode='bilinear', align_corners=self.align_corners)
+        return logits if self.output == 'logits' else logits.argmax(1)
+
+
+@dataclass
+class Agreement:
+    """ONNX Runtime against PyTorch on one input shape."""
+    shape: Tuple[int, int, int, int]
+    max_abs_diff: Optional[float]  # of the logits; None for a labels export
+    label_agreement: float
+
+    def ok(self, atol: float, min_agreement: float) -> bool:
+        return (self.max_abs_diff is None or self.max_abs_diff <= atol) \
+            and self.label_agreement >= min_agreement
+
+
+def compare_with_torch(path: str, model: ExportableSegmentor,
+                       shapes: Sequence[Tuple[int, int, int, int]], seed: int = 0
+                       ) -> List[Agreement]:
+    """Run the exported file with ONNX Runtime and ``model`` with PyTorch on random
+    inputs of each shape."""
+    from mmseg_incnext.deploy.onnx_runtime import ort_session
+    session = ort_session(path)
+    generator = torch.Generator().manual_seed(seed)
+    results = []
+    for shape in shapes:
+        images = torch.randn(shape, generator=generator)
+        with torch.no_grad():
+            expected = model(images).numpy()
+        got = session.run(None, {'images': images.numpy()})[0]
+        if model.output == 'logits':
+            diff = float(np.abs(got - expected).max())
+            agreement = float((got.argmax(1) == expected.argmax(1)).mean())
+        else:
+            diff, agreement = None, float((got == expected).mean())
+        results.append(Agreement(tuple(shape), diff, agreement))
+    return results
+
+
+def verification_shapes(height: int, width: int, dynamic: bool
+                        ) -> List[Tuple[int, int, int, int]]:
+    """The export shape, and for a dynamic export two more sizes, one of them odd and not
+    a multiple of 32, and a batch of 2."""
+    shapes = [(1, 3, height, width)]
+    if dynamic:
+        shapes += [(2, 3, height - 32 if height > 64 else height + 32, width + 64),
+                   (1, 3, height // 2 + 37, width - width // 3 + 5)]
+    return shapes
+
+
+def export_onnx(segmentor: nn.Module, path: str, shape: Tuple[int, int] = (512, 512),
+                dynamic: bool = True, output: str = 'logits', opset: int = 17,
+                atol: float = 1e-3, min_agreement: float = 0.999) -> List[Agreement]:
+    """Export ``segmentor`` (an mmseg EncoderDecoder with an InceptionNeXt backbone, in eval
+    mode) to ``path`` and verify it with ONNX Runtime (:func:`compare_with_torch` on
+    :func:`verification_shapes`). With ``dynamic``, batch, height and width are free;
+    otherwise only the batch is.
+
+    The file is written under a temporary name and moved to ``path`` only if every
+    comparison is within ``atol`` (max abs difference of the logits) and
+    ``min_agreement`` (fraction of equal labels); otherwise nothing is left and
+    :class:`ExportMismatchError` lists the figures.
+    """
+    model = ExportableSegmentor(segmentor.eval(), output).eval()
+    axes = {0: 'batch', 2: 'height', 3: 'width'} if dynamic else {0: 'batch'}
+    out_axes = dict(axes) if output == 'logits' else {k - (k > 1): v for k, v in axes.items()}
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f'.{os.path.basename(path)}.{os.getpid()}.tmp')
+    try:
+        with torch.no_grad():
+            onnx_export(model, (torch.randn(1, 3, *shape), ), tmp, opset_version=opset,
+                        input_names=['images'], output_names=[output],
+                        dynamic_axes={'images': axes, output: out_axes})
+        results = compare_with_torch(tmp, model, verification_shapes(*shape, dynamic))
+        if not all(r.ok(atol, min_agreement) for r in results):
+            raise ExportMismatchError(
+                f'The ONNX export disagrees with PyTorch (tolerance: max abs logit '
+                f'difference {atol}, label agreement {min_agreement}); no file written:\n  '
+                + '\n  '.join(describe(r) for r in results))
+        os.replace(tmp, path)
+        return results
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def describe(result: Agreement) -> str:
+    n, _, h, w = result.shape
+    diff = '' if result.max_abs_diff is None else f'max abs logit diff {result.max_abs_diff:.2e}, '
+    return f'{n}x3x{h}x{w}: {diff}labels equal {100 * result.label_agreement:.4f}%'
