@@ -52,8 +52,9 @@ def test_benchmark_segmentor_level_reports_the_backbone_bound(tmp_path):
     assert_no_error_rows(result)
     (run, ) = result['runs']
     speeds = {r['model']: r['img_s'] for r in run['rows']}
-    assert set(speeds) == {'UperNet-T (ours)', 'UperNet-ConvNeXt-T',
-                           'UperNet-T (ours) [backbone only]',
+    assert set(speeds) == {'UperNet-T (ours)', 'UperNet-T (ours, no output norms)',
+                           'UperNet-T (ours) control copy', 'UperNet-timm-IncNeXt-T',
+                           'UperNet-ConvNeXt-T', 'UperNet-T (ours) [backbone only]',
                            'UperNet-ConvNeXt-T [backbone only]'}
     bound = run['upernet_bound']
     assert bound is not None, proc.stdout[-2000:]
@@ -101,6 +102,8 @@ def test_only_keeps_the_references_and_refuses_an_unknown_name(benchmark):
     assert [m.name for m in kept.models] == [
         'InceptionNeXt-A (ours, unfused)', 'timm-InceptionNeXt-A', 'ConvNeXt-T',
         'mmpretrain-ConvNeXt-T']
+    assert 'InceptionNeXt-A (ours, no output norms)' in [
+        m.name for m in comparisons[0].models]
     assert [c.title for c in benchmark.select(benchmark.segmentor_comparisons(), ['FPN'])] \
         == ['FPN']
     with pytest.raises(SystemExit, match='matches no model'):

@@ -82,12 +82,11 @@ class Comparison:
         return Comparison(self.title, models, self.references)
 
 
-def build_ours(arch: str = 'tiny', channels_last: bool = True,
-               fast_inference: bool = True) -> nn.Module:
+def build_ours(arch: str = 'tiny', channels_last: bool = True, **kwargs) -> nn.Module:
     import mmseg_incnext  # noqa: F401
     from mmseg.registry import MODELS
     return MODELS.build(dict(type='InceptionNeXt', arch=arch, channels_last=channels_last,
-                             fast_inference=fast_inference))
+                             **kwargs))
 
 
 def build_timm(name: str, channels_last: bool = True) -> nn.Module:
@@ -100,25 +99,42 @@ def build_mmpretrain_convnext(channels_last: bool = True) -> nn.Module:
     return ConvNeXt(arch='tiny', out_indices=(0, 1, 2, 3), gap_before_final_norm=False)
 
 
-def build_segmentor(config: str, convnext: bool, channels_last: bool = True) -> nn.Module:
-    """A segmentor from our config, optionally with mmseg's ConvNeXt-T backbone instead."""
+SEGMENTOR_BACKBONES = ('ours', 'ours, no output norms', 'timm', 'convnext')
+
+
+def build_segmentor(config: str, backbone: str = 'ours', channels_last: bool = True
+                    ) -> nn.Module:
+    """A segmentor from our config with our backbone (with or without its output norms),
+    or with timm's InceptionNeXt (features only, the same drop path) or mmseg's ConvNeXt-T
+    in its place."""
     import mmseg_incnext  # noqa: F401
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
     from mmseg.registry import MODELS
 
     from mmseg_incnext.runtime import replace_sync_bn
+    if backbone not in SEGMENTOR_BACKBONES:
+        raise ValueError(f'backbone must be one of {SEGMENTOR_BACKBONES}, got {backbone!r}')
     cfg = Config.fromfile(os.path.join(REPO_ROOT, config))
-    cfg.model.backbone.init_cfg = None
-    if convnext:
+    ours = cfg.model.backbone
+    ours.init_cfg = None
+    if backbone == 'convnext':
         import mmpretrain.models  # noqa: F401  (registers mmpretrain.ConvNeXt)
         # as in mmseg's convnext/convnext-tiny_upernet_8xb2-amp-160k_ade20k-512x512.py
         cfg.model.backbone = dict(
             type='mmpretrain.ConvNeXt', arch='tiny', out_indices=[0, 1, 2, 3],
             drop_path_rate=0.4, layer_scale_init_value=1.0, gap_before_final_norm=False,
             init_cfg=None)
+    elif backbone == 'timm':
+        import mmpretrain.models  # noqa: F401  (registers mmpretrain.TIMMBackbone)
+        cfg.model.backbone = dict(
+            type='mmpretrain.TIMMBackbone', model_name=f'inception_next_{ours.arch}',
+            features_only=True, out_indices=(0, 1, 2, 3),
+            drop_path_rate=ours.get('drop_path_rate', 0.0))
     else:
-        cfg.model.backbone.channels_last = channels_last
+        ours.channels_last = channels_last
+        if backbone == 'ours, no output norms':
+            ours.out_norm_cfg = None
     replace_sync_bn(cfg.model)
     init_default_scope('mmseg')
     return MODELS.build(cfg.model)
@@ -150,7 +166,7 @@ def onnx_runtime_spec(name: str, config: str) -> ModelSpec:
             with warnings.catch_warnings():
                 warnings.filterwarnings('ignore', category=torch.jit.TracerWarning)
                 warnings.filterwarnings('ignore', message='Constant folding')
-                export_onnx(build_segmentor(config, False), path, dynamic=True)
+                export_onnx(build_segmentor(config), path, dynamic=True)
             exported['path'] = path
         return OnnxRuntimeModel(exported['path'])
     return ModelSpec(name, build, module_features, modes=('infer', ))
@@ -186,12 +202,15 @@ def backbone_comparisons(arch: str) -> List[Comparison]:
 
     timm_ref = ModelSpec(f'timm-InceptionNeXt-{letter}',
                          partial(build_timm, f'inception_next_{arch}'), timm_features)
+    # timm's features are the raw stage outputs: this one does the same work
+    no_out_norms = our_model(', no output norms', out_norm_cfg=None)
     convnext = ModelSpec('ConvNeXt-T', partial(build_timm, 'convnext_tiny'), timm_features)
     mmpretrain_convnext = ModelSpec('mmpretrain-ConvNeXt-T', build_mmpretrain_convnext,
                                     module_features)
     control = ModelSpec(f'InceptionNeXt-{letter} (ours) control copy',
                         lambda cl: ours(channels_last=cl), module_features, builds_layout=True)
-    models = (our_model(''), our_model(', unfused', fast_inference=False), control, timm_ref,
+    models = (our_model(''), no_out_norms, our_model(', unfused', fast_inference=False),
+              control, timm_ref,
               convnext, mmpretrain_convnext,
               ModelSpec('ResNet-50', partial(build_timm, 'resnet50'), timm_features))
     return [Comparison(f'backbone {arch}', models,
@@ -202,22 +221,22 @@ def backbone_comparisons(arch: str) -> List[Comparison]:
 UPERNET, FPN = 'configs/upernet/incnext_t_ade20k.py', 'configs/fpn/incnext_t_ade20k.py'
 
 
-def _segmentor_spec(name: str, config: str, convnext: bool,
+def _segmentor_spec(name: str, config: str, backbone: str,
                     features: Callable[[nn.Module], Features]) -> ModelSpec:
-    return ModelSpec(name, partial(build_segmentor, config, convnext), features,
-                     builds_layout=not convnext)
+    return ModelSpec(name, partial(build_segmentor, config, backbone), features,
+                     builds_layout=backbone.startswith('ours'))
 
 
-UPERNET_OURS = _segmentor_spec('UperNet-T (ours)', UPERNET, False, segmentor_logits)
-UPERNET_CONVNEXT = _segmentor_spec('UperNet-ConvNeXt-T', UPERNET, True, segmentor_logits)
-BACKBONE_OURS = _segmentor_spec('UperNet-T (ours) [backbone only]', UPERNET, False,
+UPERNET_OURS = _segmentor_spec('UperNet-T (ours)', UPERNET, 'ours', segmentor_logits)
+UPERNET_TIMM = _segmentor_spec('UperNet-timm-IncNeXt-T', UPERNET, 'timm', segmentor_logits)
+UPERNET_CONVNEXT = _segmentor_spec('UperNet-ConvNeXt-T', UPERNET, 'convnext', segmentor_logits)
+BACKBONE_OURS = _segmentor_spec('UperNet-T (ours) [backbone only]', UPERNET, 'ours',
                                 segmentor_backbone)
-BACKBONE_CONVNEXT = _segmentor_spec('UperNet-ConvNeXt-T [backbone only]', UPERNET, True,
+BACKBONE_CONVNEXT = _segmentor_spec('UperNet-ConvNeXt-T [backbone only]', UPERNET, 'convnext',
                                     segmentor_backbone)
-FPN_CONVNEXT = _segmentor_spec('FPN-ConvNeXt-T', FPN, True, segmentor_logits)
-
-
-FPN_OURS = _segmentor_spec('FPN-T (ours)', FPN, False, segmentor_logits)
+FPN_OURS = _segmentor_spec('FPN-T (ours)', FPN, 'ours', segmentor_logits)
+FPN_TIMM = _segmentor_spec('FPN-timm-IncNeXt-T', FPN, 'timm', segmentor_logits)
+FPN_CONVNEXT = _segmentor_spec('FPN-ConvNeXt-T', FPN, 'convnext', segmentor_logits)
 
 
 def onnx_comparisons() -> List[Comparison]:
@@ -229,14 +248,22 @@ def onnx_comparisons() -> List[Comparison]:
 
 
 def segmentor_comparisons() -> List[Comparison]:
-    """UperNet and FPN against the same heads on ConvNeXt-T, and the two backbones alone
+    """UperNet and FPN against the same heads on timm's InceptionNeXt-T and on ConvNeXt-T
+    (ours also without its output norms, and a control copy), and the backbones alone
     inside UperNet, which shows how much of UperNet's time a backbone can save at all."""
+    def family(name: str, config: str, ours: ModelSpec, timm: ModelSpec,
+               convnext: ModelSpec) -> Comparison:
+        return Comparison(name, (
+            ours, _segmentor_spec(f'{name}-T (ours, no output norms)', config,
+                                  'ours, no output norms', segmentor_logits),
+            _segmentor_spec(f'{name}-T (ours) control copy', config, 'ours', segmentor_logits),
+            timm, convnext), {'timm IncNeXt': (timm, ), 'ConvNeXt': (convnext, )})
+
     return [
-        Comparison('UperNet', (UPERNET_OURS, UPERNET_CONVNEXT),
-                   {'ConvNeXt': (UPERNET_CONVNEXT, )}),
+        family('UperNet', UPERNET, UPERNET_OURS, UPERNET_TIMM, UPERNET_CONVNEXT),
         Comparison('the same backbones alone', (BACKBONE_OURS, BACKBONE_CONVNEXT),
                    {'ConvNeXt': (BACKBONE_CONVNEXT, )}),
-        Comparison('FPN', (FPN_OURS, FPN_CONVNEXT), {'ConvNeXt': (FPN_CONVNEXT, )}),
+        family('FPN', FPN, FPN_OURS, FPN_TIMM, FPN_CONVNEXT),
     ]
 
 
