@@ -1,12 +1,13 @@
 """Preparing a config for the machine it runs on, checking its data before a run, and
 naming the file when a sample fails during one."""
+import argparse
 import datetime
 import logging
 import os
 from typing import Any, Iterable, List, Optional, Sequence, Tuple
 
 import torch
-from mmengine.config import Config
+from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 
 from mmseg_incnext.checkpoint_io import latest_complete_checkpoint
@@ -17,6 +18,25 @@ _DATA_HINT = ('Prepare ADE20K with `python tools/prepare_ade20k.py ADEChallengeD
               '(see README "Dataset"), or point the config at your copy with '
               '--cfg-options train_dataloader.dataset.data_root=... '
               'val_dataloader.dataset.data_root=... test_dataloader.dataset.data_root=...')
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments tools/train.py and tools/test.py share with mmseg's (and
+    ``--skip-data-check``)."""
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings, xxx=yyy format')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    parser.add_argument('--skip-data-check', action='store_true',
+                        help='do not decode and check every dataset file before the run')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+
+
+def parse_run_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """Parse, and export ``LOCAL_RANK`` as older launchers pass it only as an argument."""
+    args = parser.parse_args()
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
 
 
 def load_run_config(path: str, launcher: str = 'none', cfg_options: Optional[dict] = None,

@@ -154,6 +154,6 @@ def test_distributed_launch_fails_on_every_rank_alike(tmp_path, tiny_ade20k, rel
     output = result.stdout + result.stderr
     assert result.returncode != 0
     # rank 0 scanned; both ranks raise its verdict, and neither starts training
-    assert output.count(f'ValueError: Bad files in the dataset (1)') == 2, output[-4000:]
+    assert output.count('ValueError: Bad files in the dataset (1)') == 2, output[-4000:]
     assert output.count(f'{target}: does not decode') >= 2
     assert 'Iter(train)' not in output

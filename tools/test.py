@@ -10,12 +10,12 @@ import quiet_warnings  # noqa: F401  (first: filters known third-party warnings)
 import argparse
 import os
 
-from mmengine.config import DictAction
 from mmengine.runner import Runner
 
 import mmseg_incnext.stack_fixes  # noqa: F401  (safe checkpoint reading, atomic writes)
-from mmseg_incnext.runtime import (check_data, finish_distributed, init_distributed,
-                                   load_run_config, name_files_on_error)
+from mmseg_incnext.runtime import (add_run_arguments, check_data, finish_distributed,
+                                   init_distributed, load_run_config, name_files_on_error,
+                                   parse_run_args)
 
 
 def parse_args():
@@ -27,18 +27,10 @@ def parse_args():
     parser.add_argument('--show', action='store_true', help='show prediction results')
     parser.add_argument('--show-dir', help='dir (under work_dir) to save painted images')
     parser.add_argument('--wait-time', type=float, default=2, help='interval of show (s)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config settings, xxx=yyy format')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none', help='job launcher')
     parser.add_argument('--tta', action='store_true',
                         help='multi-scale (0.5-1.75) and flip test-time augmentation')
-    parser.add_argument('--skip-data-check', action='store_true',
-                        help='do not decode and check every dataset file before the run')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
+    add_run_arguments(parser)
+    return parse_run_args(parser)
 
 
 def main():

@@ -11,16 +11,15 @@ cannot be read during training stops the run naming the file and the checkpoint 
 import quiet_warnings  # noqa: F401  (first: filters known third-party warnings)
 import argparse
 import logging
-import os
 
-from mmengine.config import DictAction
 from mmengine.logging import print_log
 from mmengine.runner import Runner
 
 from mmseg.registry import RUNNERS
 import mmseg_incnext.stack_fixes  # noqa: F401  (safe checkpoint reading, atomic writes)
-from mmseg_incnext.runtime import (check_data, data_failure_message, finish_distributed,
-                                   init_distributed, load_run_config, name_files_on_error)
+from mmseg_incnext.runtime import (add_run_arguments, check_data, data_failure_message,
+                                   finish_distributed, init_distributed, load_run_config,
+                                   name_files_on_error, parse_run_args)
 from mmseg_incnext.transforms import DataReadError
 
 
@@ -33,16 +32,8 @@ def parse_args():
     parser.add_argument('--amp', action='store_true', help='automatic mixed precision')
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale the lr by actual total batch / base_batch_size')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config settings, xxx=yyy format')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none', help='job launcher')
-    parser.add_argument('--skip-data-check', action='store_true',
-                        help='do not decode and check every dataset file before the run')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
+    add_run_arguments(parser)
+    return parse_run_args(parser)
 
 
 def main():
