@@ -28,7 +28,6 @@ else:
         return query is not None and query()
 
 
-
 def _onnx_export_takes_dynamo() -> bool:
     import inspect
     return 'dynamo' in inspect.signature(torch.onnx.export).parameters  # torch >= 2.5

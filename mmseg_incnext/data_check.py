@@ -47,7 +47,7 @@ class ScanReport:
     """What :func:`scan_split` found: ``missing`` (folders or annotations that are not
     there) and ``bad_files`` (files that are there but wrong), one line each."""
     split: str
-    files: int = 0
+    pairs: int = 0  # image/annotation pairs checked
     missing: List[str] = field(default_factory=list)
     bad_files: List[str] = field(default_factory=list)
     cached: bool = False
@@ -167,7 +167,7 @@ def scan_split(spec: SplitSpec, workers: Optional[int] = None,
     if report.missing:
         return report
     stems = sorted(images)
-    report.files = 2 * len(stems)
+    report.pairs = len(stems)
     key = _verdict_key(spec, images, labels)
     verdict_path = os.path.join(cache_dir(), key + '.json')
     if use_cache and os.path.isfile(verdict_path):

@@ -127,31 +127,37 @@ def _datasets(dataset_cfg: dict) -> Iterable[dict]:
         yield dataset_cfg
 
 
+def _loader_datasets(cfg: Config, dataloaders: Iterable[str]) -> Iterable[Tuple[str, dict]]:
+    """(dataloader name, dataset config) of the named dataloaders that the config has,
+    concatenated and wrapped datasets included."""
+    for name in dataloaders:
+        loader = cfg.get(name)
+        if loader:
+            for dataset in _datasets(loader['dataset']):
+                yield name, dataset
+
+
 def split_specs(cfg: Config, dataloaders: Iterable[str]) -> List[SplitSpec]:
     """The image/annotation folders of the named dataloaders' datasets (concatenated and
     wrapped datasets included), with the label range of the model's decode head."""
     num_classes = cfg.model.get('decode_head', {}).get('num_classes')
     specs = []
-    for name in dataloaders:
-        loader = cfg.get(name)
-        if not loader:
+    for name, dataset in _loader_datasets(cfg, dataloaders):
+        root = dataset.get('data_root', '') or ''
+        prefixes = dataset.get('data_prefix', {}) or {}
+        if not {'img_path', 'seg_map_path'} <= set(prefixes):
             continue
-        for dataset in _datasets(loader['dataset']):
-            root = dataset.get('data_root', '') or ''
-            prefixes = dataset.get('data_prefix', {}) or {}
-            if not {'img_path', 'seg_map_path'} <= set(prefixes):
-                continue
-            max_label = None
-            if num_classes is not None:
-                # ADE20K-style annotations use 0 for "unlabelled" and 1..num_classes.
-                reduce_zero_label = dataset.get('reduce_zero_label',
-                                                dataset.get('type') == 'ADE20KDataset')
-                max_label = num_classes if reduce_zero_label else num_classes - 1
-            specs.append(SplitSpec(
-                name, os.path.join(root, prefixes['img_path']),
-                os.path.join(root, prefixes['seg_map_path']),
-                dataset.get('img_suffix', '.jpg'), dataset.get('seg_map_suffix', '.png'),
-                max_label))
+        max_label = None
+        if num_classes is not None:
+            # ADE20K-style annotations use 0 for "unlabelled" and 1..num_classes.
+            reduce_zero_label = dataset.get('reduce_zero_label',
+                                            dataset.get('type') == 'ADE20KDataset')
+            max_label = num_classes if reduce_zero_label else num_classes - 1
+        specs.append(SplitSpec(
+            name, os.path.join(root, prefixes['img_path']),
+            os.path.join(root, prefixes['seg_map_path']),
+            dataset.get('img_suffix', '.jpg'), dataset.get('seg_map_suffix', '.png'),
+            max_label))
     return specs
 
 
@@ -199,7 +205,8 @@ def _scan(specs: Sequence[SplitSpec]) -> Optional[Tuple[str, str]]:
         bad.extend(report.bad_files)
         if report.ok:
             how = 'unchanged since its last check' if report.cached else 'checked'
-            print_log(f'Data check: {spec.name} {spec.img_dir}: {report.files} files {how}',
+            print_log(f'Data check: {spec.name} {spec.img_dir}: {report.pairs} image/annotation '
+                      f'pairs {how}',
                       logger='current')
     if not (missing or bad):
         return None
@@ -217,15 +224,11 @@ def name_files_on_error(cfg: Config, dataloaders: Iterable[str]) -> None:
     """Wrap the pipeline of the named dataloaders' datasets in
     :class:`~mmseg_incnext.transforms.NameFilesOnError`, so a file that cannot be read
     during the run is named in the error."""
-    for name in dataloaders:
-        loader = cfg.get(name)
-        if not loader:
-            continue
-        for dataset in _datasets(loader['dataset']):
-            pipeline = dataset.get('pipeline')
-            if pipeline and not (len(pipeline) == 1
-                                 and pipeline[0].get('type') == 'NameFilesOnError'):
-                dataset['pipeline'] = [dict(type='NameFilesOnError', transforms=pipeline)]
+    for _, dataset in _loader_datasets(cfg, dataloaders):
+        pipeline = dataset.get('pipeline')
+        if pipeline and not (len(pipeline) == 1
+                             and pipeline[0].get('type') == 'NameFilesOnError'):
+            dataset['pipeline'] = [dict(type='NameFilesOnError', transforms=pipeline)]
 
 
 def data_failure_message(err: BaseException, work_dir: str) -> str:

@@ -35,7 +35,6 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-import numpy as np
 import torch
 import torch.nn as nn
 
@@ -140,19 +139,6 @@ def build_segmentor(config: str, backbone: str = 'ours', channels_last: bool = T
     return MODELS.build(cfg.model)
 
 
-class OnnxRuntimeModel(nn.Module):
-    """An exported segmentor run by ONNX Runtime, timed like a module."""
-
-    def __init__(self, path: str) -> None:
-        super().__init__()
-        from mmseg_incnext.deploy.onnx_runtime import ort_session
-        self.session = ort_session(path)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        images = np.ascontiguousarray(x.detach().cpu().numpy())
-        return torch.from_numpy(self.session.run(None, {'images': images})[0])
-
-
 def onnx_runtime_spec(name: str, config: str) -> ModelSpec:
     """Our segmentor exported with free H and W (:func:`export_onnx`, verified), once per
     process, and run by ONNX Runtime; inference only."""
@@ -168,8 +154,16 @@ def onnx_runtime_spec(name: str, config: str) -> ModelSpec:
                 warnings.filterwarnings('ignore', message='Constant folding')
                 export_onnx(build_segmentor(config), path, dynamic=True)
             exported['path'] = path
-        return OnnxRuntimeModel(exported['path'])
-    return ModelSpec(name, build, module_features, modes=('infer', ))
+        from mmengine.config import Config
+
+        from mmseg_incnext.deploy.onnx_runtime import OnnxRuntimeSegmentor
+        head = Config.fromfile(os.path.join(REPO_ROOT, config)).model.decode_head
+        return OnnxRuntimeSegmentor(exported['path'], head.num_classes, head.align_corners)
+    return ModelSpec(name, build, onnx_logits, modes=('infer', ))
+
+
+def onnx_logits(model: nn.Module) -> Features:
+    return lambda x: model.encode_decode(x, [])
 
 
 def module_features(model: nn.Module) -> Features:

@@ -28,9 +28,9 @@ def check(root: str) -> None:
                                       os.path.join(root, 'annotations', split),
                                       max_label=NUM_CLASSES))
         problems += report.missing + report.bad_files
-        images = report.files // 2
-        if images and images != expected:
-            problems.append(f'{split}: {images} images with annotations, expected {expected}')
+        if report.pairs and report.pairs != expected:
+            problems.append(f'{split}: {report.pairs} images with annotations, expected '
+                            f'{expected}')
     if problems:
         raise SystemExit(f'ADE20K check failed ({len(problems)} problems):\n  '
                          + '\n  '.join(problems))

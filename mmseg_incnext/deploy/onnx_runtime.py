@@ -43,7 +43,8 @@ class OnnxRuntimeSegmentor(EncoderDecoder):
         if outputs != ['logits']:
             raise ValueError(f'{onnx_file} outputs {outputs}; testing and the demo need an '
                              'export with --output logits')
-        self.input_shape = self.session.get_inputs()[0].shape  # ints where fixed
+        height, width = self.session.get_inputs()[0].shape[2:]  # ints where fixed
+        self.fixed_size = (height, width) if isinstance(height, int) else None
         self.onnx_file = onnx_file
         self.out_channels = num_classes
         self.num_classes = num_classes
@@ -53,11 +54,9 @@ class OnnxRuntimeSegmentor(EncoderDecoder):
         self.neck = None
 
     def encode_decode(self, inputs: torch.Tensor, batch_img_metas: List[dict]) -> torch.Tensor:
-        fixed = [(axis, size) for axis, size in zip('NCHW', self.input_shape)
-                 if isinstance(size, int) and axis in 'HW']
-        if any(inputs.shape[2 + 'HW'.index(axis)] != size for axis, size in fixed):
+        if self.fixed_size is not None and tuple(inputs.shape[2:]) != self.fixed_size:
             raise ValueError(
-                f'{self.onnx_file} was exported for {"x".join(str(s) for _, s in fixed)} '
+                f'{self.onnx_file} was exported for {self.fixed_size[0]}x{self.fixed_size[1]} '
                 f'inputs, got {inputs.shape[2]}x{inputs.shape[3]}; export with --dynamic to '
                 'run on other sizes (sliding windows and TTA need it)')
         images = inputs.detach().float().cpu().numpy()

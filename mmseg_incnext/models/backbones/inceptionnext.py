@@ -84,15 +84,15 @@ class ConvMlp(nn.Module):
         self.fc2 = nn.Conv2d(hidden_channels, channels, 1)
 
     def forward(self, x: torch.Tensor, out_scale: Optional[torch.Tensor] = None) -> torch.Tensor:
-        w2, b2 = self.fc2.weight.flatten(1), self.fc2.bias
+        w2, b2 = self.fc2.weight, self.fc2.bias
         # Not under autocast: a folded 1e-6 scale underflows in fp16 weights, and unfolded the
         # product promotes the branch to fp32 as in the reference.
         fold_scale = (out_scale is not None and w2.numel() < x.numel()
                       and not autocast_enabled(x.device.type))
         if fold_scale:
-            w2 = w2 * out_scale.unsqueeze(1)
+            w2 = w2 * out_scale.view(-1, 1, 1, 1)
             b2 = None if b2 is None else b2 * out_scale
-        out = pointwise_mlp(x, self.fc1.weight.flatten(1), self.fc1.bias, w2, b2, self.act)
+        out = pointwise_mlp(x, self.fc1.weight, self.fc1.bias, w2, b2, self.act)
         if out_scale is not None and not fold_scale:
             out = out * out_scale.view(1, -1, 1, 1)
         return out
@@ -101,11 +101,10 @@ class ConvMlp(nn.Module):
 def pointwise_mlp(x: torch.Tensor, w1: torch.Tensor, b1: Optional[torch.Tensor],
                   w2: torch.Tensor, b2: Optional[torch.Tensor],
                   act: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-    """``conv1x1(act(conv1x1(x)))`` with the convs' weights given as ``(out, in)`` matrices
-    (so the fused path can pass folded ones). Convolutions, not matrix products on the
-    channels-last view: faster here in both training and inference (docs/speed.md)."""
-    hidden = act(F.conv2d(x, w1[:, :, None, None], b1))
-    return F.conv2d(hidden, w2[:, :, None, None], b2)
+    """``conv1x1(act(conv1x1(x)))`` with the given (e.g. folded) 1x1 weights. Convolutions,
+    not matrix products on the channels-last view: faster here in both training and
+    inference (docs/speed.md)."""
+    return F.conv2d(act(F.conv2d(x, w1, b1)), w2, b2)
 
 
 def add_residual(x: torch.Tensor, y: torch.Tensor, drop_prob: float,

@@ -9,8 +9,7 @@ inference-only module with the same outputs (eval-mode semantics; fp32 outputs e
   padded with the per-channel value that the BN maps to 0, so they stay exact), the block
   norm into ``mlp.fc1`` (the token mixer and the BN are both per-channel, so
   ``fc1(bn(y)) = fc1'(y)``) and ``gamma`` into ``mlp.fc2``;
-* the feature maps stay in ``channels_last`` memory format, so the two 1x1 convs of each
-  block run as plain matrix products on the ``(N*H*W, C)`` view, with no layout copies;
+* the feature maps stay in ``channels_last`` memory format, with no layout copies;
 * the block's MLP runs with the exact (erf) GELU and the residual add done in place, so
   each block allocates one hidden map and one output.
 
@@ -135,7 +134,7 @@ class FusedBlock(_InferenceOnly):
     """MetaNeXt block with the norm folded into ``fc1`` and ``gamma`` into ``fc2``.
 
     Computes ``x + fc2'(gelu(fc1'(token_mixer(x))))`` with a frozen copy of the block's
-    token mixer and the 1x1 convs stored as ``(out, in)`` matrices.
+    token mixer.
     """
 
     def __init__(self, block: MetaNeXtBlock) -> None:
@@ -154,9 +153,9 @@ class FusedBlock(_InferenceOnly):
             g = block.gamma.detach().double()
             w2, b2 = w2 * g.view(-1, 1), b2 * g
         ref = mlp.fc1.weight
-        self.register_buffer('fc1_weight', _buffer(fc1_w, ref))
+        self.register_buffer('fc1_weight', _buffer(fc1_w[:, :, None, None], ref))
         self.register_buffer('fc1_bias', _buffer(fc1_b, ref))
-        self.register_buffer('fc2_weight', _buffer(w2, ref))
+        self.register_buffer('fc2_weight', _buffer(w2[:, :, None, None], ref))
         self.register_buffer('fc2_bias', _buffer(b2, ref))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
