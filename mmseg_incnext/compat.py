@@ -28,6 +28,22 @@ else:
         return query is not None and query()
 
 
+def _compiler_query():
+    compiler = getattr(torch, 'compiler', None)
+    if compiler is not None and hasattr(compiler, 'is_compiling'):
+        return compiler.is_compiling  # torch >= 2.3
+    from torch import _dynamo  # torch 2.1, 2.2
+    return _dynamo.is_compiling
+
+
+_IS_COMPILING = _compiler_query()
+
+
+def is_compiling() -> bool:
+    """Whether the code runs under ``torch.compile`` tracing."""
+    return _IS_COMPILING()
+
+
 def _onnx_export_takes_dynamo() -> bool:
     import inspect
     return 'dynamo' in inspect.signature(torch.onnx.export).parameters  # torch >= 2.5

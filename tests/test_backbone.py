@@ -45,6 +45,24 @@ def test_features_match_timm_with_same_weights(arch, path):
         torch.testing.assert_close(g, e, atol=1e-5, rtol=1e-5, msg=f'stage {stage}')
 
 
+@pytest.mark.parametrize('fast_inference', [True, False])
+def test_tiled_mlp_features_match_timm(tiles, fast_inference):
+    """Inference with every block MLP tiled (as CPU maps beyond the threshold run), in the
+    fused and the plain path; training is never tiled."""
+    reference = seeded_timm_model('atto', seed=4)
+    ours = build(fast_inference=fast_inference).eval()
+    ours.load_state_dict({k: v for k, v in reference.state_dict().items()
+                          if not k.startswith('head.')})
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        got = ours(x)
+    assert len(tiles) == sum(ours.arch['depths'])
+    for stage, (g, e) in enumerate(zip(got, timm_stage_outputs(reference, x))):
+        torch.testing.assert_close(g, e, atol=1e-5, rtol=1e-5, msg=f'stage {stage}')
+    ours(x.requires_grad_(True))[-1].sum().backward()
+    assert len(tiles) == sum(ours.arch['depths'])
+
+
 @pytest.mark.parametrize('size,expected', [
     ((64, 64), [(16, 16), (8, 8), (4, 4), (2, 2)]),
     ((67, 45), [(17, 12), (9, 6), (5, 3), (3, 2)]),

@@ -19,6 +19,7 @@ from mmseg.registry import MODELS
 from mmseg_incnext.arch import ARCH_DEFAULTS, ARCH_SETTINGS
 from mmseg_incnext.compat import autocast_enabled
 from mmseg_incnext.weights import load_pretrained
+from .pointwise_mlp import pointwise_mlp
 
 
 class InceptionDWConv2d(nn.Module):
@@ -80,7 +81,6 @@ class ConvMlp(nn.Module):
     def __init__(self, channels: int, hidden_channels: int) -> None:
         super().__init__()
         self.fc1 = nn.Conv2d(channels, hidden_channels, 1)
-        self.act = nn.GELU()
         self.fc2 = nn.Conv2d(hidden_channels, channels, 1)
 
     def forward(self, x: torch.Tensor, out_scale: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -92,19 +92,10 @@ class ConvMlp(nn.Module):
         if fold_scale:
             w2 = w2 * out_scale.view(-1, 1, 1, 1)
             b2 = None if b2 is None else b2 * out_scale
-        out = pointwise_mlp(x, self.fc1.weight, self.fc1.bias, w2, b2, self.act)
+        out = pointwise_mlp(x, self.fc1.weight, self.fc1.bias, w2, b2)
         if out_scale is not None and not fold_scale:
             out = out * out_scale.view(1, -1, 1, 1)
         return out
-
-
-def pointwise_mlp(x: torch.Tensor, w1: torch.Tensor, b1: Optional[torch.Tensor],
-                  w2: torch.Tensor, b2: Optional[torch.Tensor],
-                  act: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-    """``conv1x1(act(conv1x1(x)))`` with the given (e.g. folded) 1x1 weights. Convolutions,
-    not matrix products on the channels-last view: faster here in both training and
-    inference (docs/speed.md)."""
-    return F.conv2d(act(F.conv2d(x, w1, b1)), w2, b2)
 
 
 def add_residual(x: torch.Tensor, y: torch.Tensor, drop_prob: float,

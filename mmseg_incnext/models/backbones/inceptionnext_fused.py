@@ -11,7 +11,8 @@ inference-only module with the same outputs (eval-mode semantics; fp32 outputs e
   ``fc1(bn(y)) = fc1'(y)``) and ``gamma`` into ``mlp.fc2``;
 * the feature maps stay in ``channels_last`` memory format, with no layout copies;
 * the block's MLP runs with the exact (erf) GELU and the residual add done in place, so
-  each block allocates one hidden map and one output.
+  each block allocates one hidden map and one output; on CPU maps whose hidden map would
+  pass 32 MiB it runs in tiles that allocate no hidden map (:mod:`.pointwise_mlp`).
 
 The token mixer, padding, input check and stage loop are the model's own
 (:mod:`.inceptionnext`); only the folded parts are new here.
@@ -30,7 +31,8 @@ import torch.nn.functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .inceptionnext import (InceptionNeXt, MetaNeXtBlock, check_input, pad_to_multiple,
-                           pointwise_mlp, run_stages)
+                           run_stages)
+from .pointwise_mlp import pointwise_mlp
 
 __all__ = ['FusedInceptionNeXt', 'fuse_for_inference', 'fuse_segmentor']
 
@@ -57,11 +59,6 @@ def _bn_affine(bn: nn.Module, channels: int) -> _Affine:
 
 def _buffer(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return t.to(dtype=like.dtype, device=like.device).contiguous()
-
-
-def _gelu_(x: torch.Tensor) -> torch.Tensor:
-    """Exact (erf) GELU in place: no second map as wide as the MLP's hidden layer."""
-    return torch.ops.aten.gelu_(x)
 
 
 class _InferenceOnly(nn.Module):
@@ -159,9 +156,8 @@ class FusedBlock(_InferenceOnly):
         self.register_buffer('fc2_bias', _buffer(b2, ref))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = pointwise_mlp(self.token_mixer(x), self.fc1_weight, self.fc1_bias,
-                            self.fc2_weight, self.fc2_bias, _gelu_)
-        return out.add_(x)
+        return pointwise_mlp(self.token_mixer(x), self.fc1_weight, self.fc1_bias,
+                             self.fc2_weight, self.fc2_bias, residual=x)
 
 
 class FusedOutputNorm(_InferenceOnly):
