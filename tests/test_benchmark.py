@@ -20,14 +20,20 @@ def test_benchmark_smoke(tmp_path):
     out = tmp_path / 'bench.json'
     cmd = [sys.executable, os.path.join(REPO_ROOT, 'tools', 'benchmark.py'), '--sizes', '32',
            '--batch', '2', '3', '--warmup', '0', '--repeats', '2', '--threads', '1',
-           '--arch', 'atto', '--only', 'InceptionNeXt-A (ours', '--json', str(out)]
+           '--arch', 'atto', '--only', 'InceptionNeXt-A (ours', '--runs', '2',
+           '--json', str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert 'x ConvNeXt-T' in proc.stdout and 'unfused' in proc.stdout
     result = json.loads(out.read_text())
     assert_no_error_rows(result)
-    assert [(run['mode'], run['batch']) for run in result['runs']] == [
-        ('infer', 2), ('train', 2), ('infer', 3), ('train', 3)]
+    assert [(run['mode'], run['batch'], run['run']) for run in result['runs']] == [
+        (mode, batch, index) for batch in (2, 3) for mode in ('infer', 'train')
+        for index in (0, 1)]
+    assert 'ratios over 2 runs' in proc.stdout
+    summary = result['ratios_over_runs'][0]
+    assert (summary['mode'], summary['batch']) == ('infer', 2)
+    assert len(summary['ratios']['InceptionNeXt-A (ours)']['timm IncNeXt']) == 2
     for run in result['runs']:
         rows = {(r['model'], r['layout']): r for r in run['rows']}
         for key in [('ConvNeXt-T', 'cl'), ('timm-InceptionNeXt-A', 'nchw'),
@@ -94,6 +100,24 @@ def test_a_failing_contender_is_reported_and_the_others_are_timed(benchmark):
     assert '| broken | nchw | RuntimeError: cannot build |' in table
     with pytest.raises(AssertionError):
         assert_no_error_rows(dict(runs=[dict(mode='train', rows=rows)]))
+
+
+def test_ratios_over_runs_take_each_runs_best_layout(benchmark):
+    ours = benchmark.ModelSpec('ours', None, None)
+    ref = benchmark.ModelSpec('ref', None, None)
+    comparison = benchmark.Comparison('t', (ours, ref), {'ref': (ref, )})
+
+    def rows(ours_speeds, ref_speed):
+        return ([dict(model='ours', layout=layout, img_s=v)
+                 for layout, v in zip(('nchw', 'cl'), ours_speeds)]
+                + [dict(model='ref', layout='cl', img_s=ref_speed)])
+    runs = [rows((1.0, 3.0), 2.0), rows((4.0, 2.0), 2.0), rows((2.0, 2.2), 2.0)]
+    ratios = benchmark.ratios_over_runs(comparison, runs)
+    assert ratios['ours']['ref'] == pytest.approx([1.5, 2.0, 1.1])
+    table = benchmark.format_ratios_over_runs('t', ratios)
+    assert '| ours | 1.50 / 2.00 / 1.10 | 1.50 |' in table
+    failed = [rows((1.0, 3.0), 2.0), [dict(model='ours', layout='cl', error='boom')]]
+    assert benchmark.ratios_over_runs(comparison, failed)['ours']['ref'] == [1.5, None]
 
 
 def test_only_keeps_the_references_and_refuses_an_unknown_name(benchmark):

@@ -13,6 +13,7 @@ Examples::
     python tools/benchmark.py --level segmentor --batch 2      # UperNet / FPN, 512x512
     python tools/benchmark.py --level segmentor --sizes 512 1024 2048 --modes infer
     python tools/benchmark.py --level segmentor --onnx --only "ONNX Runtime" --modes infer
+    python tools/benchmark.py --sizes 512 --batch 1 --modes infer --runs 3   # three runs
 
 Peak memory: CUDA ``torch.cuda.max_memory_allocated``; CPU the peak resident-set growth
 during one extra step (sampled every millisecond after ``malloc_trim``), in MiB.
@@ -464,6 +465,37 @@ def format_table(title: str, comparison: Comparison, rows: Sequence[dict]) -> st
     return '\n'.join(lines)
 
 
+def ratios_over_runs(comparison: Comparison, runs: Sequence[Sequence[dict]]
+                     ) -> Dict[str, Dict[str, List[Optional[float]]]]:
+    """Model name -> reference label -> its ratio (best layout) in each run."""
+    result: Dict[str, Dict[str, List[Optional[float]]]] = {}
+    for rows in runs:
+        refs = {label: best_speed(rows, models)
+                for label, models in comparison.references.items()}
+        for spec in comparison.models:
+            speed = best_speed(rows, (spec, ))
+            for label, ref in refs.items():
+                result.setdefault(spec.name, {}).setdefault(label, []).append(
+                    speed / ref if speed and ref else None)
+    return result
+
+
+def format_ratios_over_runs(title: str, ratios: Dict[str, Dict[str, List[Optional[float]]]]
+                            ) -> str:
+    labels = list(next(iter(ratios.values()), {}))
+    head = '| model |' + ''.join(f' x {label}, per run | median |' for label in labels)
+    lines = [f'\n### {title}', head, '|' + '---|' * (head.count('|') - 1)]
+    for name, by_label in ratios.items():
+        cells = ''
+        for label in labels:
+            values = by_label[label]
+            known = [v for v in values if v is not None]
+            cells += ' ' + ' / '.join('-' if v is None else f'{v:.2f}' for v in values) + ' |'
+            cells += f' {statistics.median(known):.2f} |' if known else ' - |'
+        lines.append(f'| {name} |{cells}')
+    return '\n'.join(lines)
+
+
 def upernet_bound(rows: Sequence[dict]) -> Optional[dict]:
     """Amdahl's law for UperNet: the head's time (the ConvNeXt segmentor minus its backbone)
     is the same whatever the backbone, so it caps what a faster backbone can gain."""
@@ -511,6 +543,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument('--warmup', type=int, default=1)
     p.add_argument('--repeats', type=int, default=3, help='timed rounds (interleaved)')
     p.add_argument('--iters', type=int, default=1, help='steps per timed round')
+    p.add_argument('--runs', type=int, default=1,
+                   help='independent measurements of each setting (models rebuilt); with '
+                        'more than one, a table of each run\'s ratios and their median follows')
     p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     p.add_argument('--amp', choices=tuple(AMP_DTYPES), default='none',
                    help='autocast dtype (meant for CUDA; CPU autocast runs too)')
@@ -560,21 +595,33 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
           f'batch {batches}, amp {args.amp}, warmup {args.warmup}, repeats {args.repeats} x '
           f'{args.iters} iters (interleaved)')
     for (h, w), batch, mode in itertools.product(shapes, batches, args.modes):
-        torch.manual_seed(0)
-        x = torch.randn(batch, 3, h, w, device=device)
-        measurements = measure(models, args.layouts, mode, x, AMP_DTYPES[args.amp],
-                               args.warmup, args.repeats, args.iters, not args.no_memory,
-                               args.profile)
-        rows = summarise(measurements, batch)
-        run = dict(mode=mode, height=h, width=w, batch=batch, rows=rows)
-        for comparison in comparisons:
-            print(format_table(f'{comparison.title}, {mode}, {h}x{w}, batch {batch}',
-                               comparison, rows))
-        if segmentor:
-            run['upernet_bound'] = upernet_bound(rows)
-            if run['upernet_bound']:
-                print(format_upernet_bound(run['upernet_bound']))
-        result['runs'].append(run)
+        setting = f'{mode}, {h}x{w}, batch {batch}'
+        rows_per_run = []
+        for index in range(args.runs):
+            torch.manual_seed(0)
+            x = torch.randn(batch, 3, h, w, device=device)
+            measurements = measure(models, args.layouts, mode, x, AMP_DTYPES[args.amp],
+                                   args.warmup, args.repeats, args.iters, not args.no_memory,
+                                   args.profile)
+            rows = summarise(measurements, batch)
+            rows_per_run.append(rows)
+            run = dict(mode=mode, height=h, width=w, batch=batch, run=index, rows=rows)
+            suffix = f' (run {index + 1} of {args.runs})' if args.runs > 1 else ''
+            for comparison in comparisons:
+                print(format_table(f'{comparison.title}, {setting}{suffix}', comparison, rows))
+            if segmentor:
+                run['upernet_bound'] = upernet_bound(rows)
+                if run['upernet_bound']:
+                    print(format_upernet_bound(run['upernet_bound']))
+            result['runs'].append(run)
+        if args.runs > 1:
+            for comparison in comparisons:
+                ratios = ratios_over_runs(comparison, rows_per_run)
+                result.setdefault('ratios_over_runs', []).append(
+                    dict(title=comparison.title, mode=mode, height=h, width=w, batch=batch,
+                         ratios=ratios))
+                print(format_ratios_over_runs(
+                    f'{comparison.title}, {setting}: ratios over {args.runs} runs', ratios))
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(result, f, indent=1)
