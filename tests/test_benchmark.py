@@ -102,6 +102,25 @@ def test_a_failing_contender_is_reported_and_the_others_are_timed(benchmark):
         assert_no_error_rows(dict(runs=[dict(mode='train', rows=rows)]))
 
 
+def test_each_round_starts_one_model_later(benchmark):
+    calls = []
+
+    class Recorder(torch.nn.Module):
+        def __init__(self, name):
+            super().__init__()
+            self.name = name
+
+        def forward(self, x):
+            calls.append(self.name)
+            return x
+
+    specs = [benchmark.ModelSpec(name, lambda cl, name=name: Recorder(name),
+                                 benchmark.module_features) for name in 'abc']
+    benchmark.measure(specs, ['nchw'], 'infer', torch.randn(1, 3, 4, 4), warmup=0, repeats=4,
+                      memory=False)
+    assert ''.join(calls) == 'abc' 'bca' 'cab' 'abc'
+
+
 def test_ratios_over_runs_take_each_runs_best_layout(benchmark):
     ours = benchmark.ModelSpec('ours', None, None)
     ref = benchmark.ModelSpec('ref', None, None)

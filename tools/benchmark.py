@@ -1,7 +1,8 @@
 """Speed and memory benchmark: InceptionNeXt against its peers, side by side.
 
-All contenders run in ONE process, interleaved (A B C ... A B C ...) after a warm-up, so
-slow drifts of the machine hit every contender alike.  Reports images/s (median and
+All contenders run in ONE process, interleaved after a warm-up (A B C, B C A, C A B, ...:
+each round starts one model later), so slow drifts of the machine and the after-effects of
+the previous model's step hit every contender alike.  Reports images/s (median and
 min-max over repeats) and peak memory for inference and training steps (forward,
 backward, AdamW step), in NCHW and channels_last; ``*`` marks the better layout per model.
 Each table gives ratios against its references (timm's InceptionNeXt, ConvNeXt-T); a
@@ -383,8 +384,11 @@ def measure(models: Sequence[ModelSpec], layouts: Sequence[str], mode: str, x: t
             live.append((m, step))
         except Exception as err:  # report, keep benchmarking the others
             m.error = f'{type(err).__name__}: {str(err).splitlines()[0][:120]}'
-    for _ in range(repeats):
-        for m, step in live:
+    for round_index in range(repeats):
+        # Each round starts one model later: a model's step is slowed by what ran just before
+        # it (e.g. the heap another model left), so no model keeps the same neighbour.
+        shift = round_index % max(len(live), 1)
+        for m, step in live[shift:] + live[:shift]:
             _sync(device)
             start = time.perf_counter()
             for _ in range(iters):
