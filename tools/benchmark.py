@@ -386,7 +386,7 @@ def measure(models: Sequence[ModelSpec], layouts: Sequence[str], mode: str, x: t
             m.error = f'{type(err).__name__}: {str(err).splitlines()[0][:120]}'
     for round_index in range(repeats):
         # Each round starts one model later: a model's step is slowed by what ran just before
-        # it (e.g. the heap another model left), so no model keeps the same neighbour.
+        # it (e.g. the heap another model left), so every model takes every position in turn.
         shift = round_index % max(len(live), 1)
         for m, step in live[shift:] + live[:shift]:
             _sync(device)
@@ -450,10 +450,15 @@ def best_speed(rows: Sequence[dict], models: Sequence[ModelSpec]) -> Optional[fl
     return max(speeds) if speeds else None
 
 
+def reference_speeds(comparison: Comparison, rows: Sequence[dict]) -> Dict[str, Optional[float]]:
+    """Reference label -> the best images/s of its models in ``rows``."""
+    return {label: best_speed(rows, models) for label, models in comparison.references.items()}
+
+
 def format_table(title: str, comparison: Comparison, rows: Sequence[dict]) -> str:
     names = {m.name for m in comparison.models}
     rows = [r for r in rows if r['model'] in names]
-    refs = {label: best_speed(rows, models) for label, models in comparison.references.items()}
+    refs = reference_speeds(comparison, rows)
     head = '| model | layout | img/s (median) | min-max | peak MiB |' + ''.join(
         f' x {label} |' for label in refs)
     lines = [f'\n### {title}', head, '|' + '---|' * (head.count('|') - 1)]
@@ -474,8 +479,7 @@ def ratios_over_runs(comparison: Comparison, runs: Sequence[Sequence[dict]]
     """Model name -> reference label -> its ratio (best layout) in each run."""
     result: Dict[str, Dict[str, List[Optional[float]]]] = {}
     for rows in runs:
-        refs = {label: best_speed(rows, models)
-                for label, models in comparison.references.items()}
+        refs = reference_speeds(comparison, rows)
         for spec in comparison.models:
             speed = best_speed(rows, (spec, ))
             for label, ref in refs.items():
