@@ -21,7 +21,7 @@ def test_benchmark_smoke(tmp_path):
     cmd = [sys.executable, os.path.join(REPO_ROOT, 'tools', 'benchmark.py'), '--sizes', '32',
            '--batch', '2', '3', '--warmup', '0', '--repeats', '2', '--threads', '1',
            '--arch', 'atto', '--only', 'InceptionNeXt-A (ours', '--runs', '2',
-           '--json', str(out)]
+           '--max-control-gap', '1000', '--json', str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert 'x ConvNeXt-T' in proc.stdout and 'unfused' in proc.stdout
@@ -34,6 +34,10 @@ def test_benchmark_smoke(tmp_path):
     summary = result['ratios_over_runs'][0]
     assert (summary['mode'], summary['batch']) == ('infer', 2)
     assert len(summary['ratios']['InceptionNeXt-A (ours)']['timm IncNeXt']) == 2
+    assert set(summary['control_gaps']) == {'InceptionNeXt-A (ours)',
+                                            'InceptionNeXt-A (ours, no output norms)'}
+    assert all(run['counted'] and len(run['control_gaps']) == 2 for run in result['runs'])
+    assert 'and its copy' in proc.stdout and '(within 1000%: kept)' in proc.stdout
     for run in result['runs']:
         rows = {(r['model'], r['layout']): r for r in run['rows']}
         for key in [('ConvNeXt-T', 'cl'), ('timm-InceptionNeXt-A', 'nchw'),
@@ -151,3 +155,20 @@ def test_only_keeps_the_references_and_refuses_an_unknown_name(benchmark):
         == ['FPN']
     with pytest.raises(SystemExit, match='matches no model'):
         benchmark.select(comparisons, ['no such model'])
+
+
+def test_control_pairs_measure_the_noise_and_gate_the_runs(benchmark):
+    ours, copy, ref = (benchmark.ModelSpec(name, None, None) for name in ('a', 'a copy', 'ref'))
+    comparison = benchmark.Comparison('t', (ours, copy, ref), {'ref': (ref, )}, ((ours, copy), ))
+    rows = [dict(model='a', layout='cl', img_s=1.0), dict(model='a', layout='nchw', img_s=0.5),
+            dict(model='a copy', layout='cl', img_s=1.04), dict(model='ref', layout='cl', img_s=1)]
+    gaps = benchmark.control_gaps(comparison, rows)
+    assert gaps == {'a': pytest.approx(1 - 1 / 1.04)}
+    assert benchmark.is_quiet(gaps, 4) and benchmark.is_quiet(gaps, None)
+    assert not benchmark.is_quiet(gaps, 3)
+    assert not benchmark.is_quiet({'a': None}, 3)  # a pair that failed to run counts as noisy
+    assert '(over 3%: measured again)' in benchmark.format_control_gaps(gaps, 3)
+    assert comparison.with_models(lambda m: m is ours).controls == ()
+    assert comparison.with_models(lambda m: True).controls == ((ours, copy), )
+    with pytest.raises(SystemExit, match='needs a control pair'):
+        benchmark.main(['--arch', 'atto', '--only', 'unfused', '--max-control-gap', '3'])

@@ -6,7 +6,8 @@ the previous model's step hit every contender alike.  Reports images/s (median a
 min-max over repeats) and peak memory for inference and training steps (forward,
 backward, AdamW step), in NCHW and channels_last; ``*`` marks the better layout per model.
 Each table gives ratios against its references (timm's InceptionNeXt, ConvNeXt-T); a
-control pair (two copies of the same model) shows the noise.
+control pair (two copies of the same model) shows the noise; with ``--max-control-gap``
+a run whose pair ran further apart is measured again and does not count.
 
 Examples::
 
@@ -15,6 +16,8 @@ Examples::
     python tools/benchmark.py --level segmentor --sizes 512 1024 2048 --modes infer
     python tools/benchmark.py --level segmentor --onnx --only "ONNX Runtime" --modes infer
     python tools/benchmark.py --sizes 512 --batch 1 --modes infer --runs 3   # three runs
+    python tools/benchmark.py --sizes 512 --batch 2 --modes train --runs 3 \
+        --only "no output norms" --max-control-gap 3           # runs with noise under 3%
 
 Peak memory: CUDA ``torch.cuda.max_memory_allocated``; CPU the peak resident-set growth
 during one extra step (sampled every millisecond after ``malloc_trim``), in MiB.
@@ -47,6 +50,7 @@ if REPO_ROOT not in sys.path:
 LAYOUTS = {'nchw': torch.contiguous_format, 'cl': torch.channels_last}
 AMP_DTYPES = {'none': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 Features = Callable[[torch.Tensor], Sequence[torch.Tensor]]
+MAX_ATTEMPTS_PER_RUN = 3
 
 
 # ----------------------------------------------------------------------------- what to time
@@ -67,11 +71,13 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class Comparison:
-    """A table: its contenders, and the reference columns (label -> the models whose best
-    speed, over implementations and layouts, is the reference)."""
+    """A table: its contenders, the reference columns (label -> the models whose best
+    speed, over implementations and layouts, is the reference), and control pairs (a model
+    and an identical copy, whose gap is the noise of the run)."""
     title: str
     models: Tuple[ModelSpec, ...]
     references: Dict[str, Tuple[ModelSpec, ...]]
+    controls: Tuple[Tuple[ModelSpec, ModelSpec], ...] = ()
 
     def with_models(self, keep: Callable[[ModelSpec], bool]) -> Optional['Comparison']:
         """The comparison restricted to ``keep`` (references always stay), or None if no
@@ -80,7 +86,8 @@ class Comparison:
         models = tuple(m for m in self.models if m in refs or keep(m))
         if all(m in refs for m in models):
             return None
-        return Comparison(self.title, models, self.references)
+        controls = tuple(pair for pair in self.controls if all(m in models for m in pair))
+        return Comparison(self.title, models, self.references, controls)
 
 
 def build_ours(arch: str = 'tiny', channels_last: bool = True, **kwargs) -> nn.Module:
@@ -203,15 +210,19 @@ def backbone_comparisons(arch: str) -> List[Comparison]:
     convnext = ModelSpec('ConvNeXt-T', partial(build_timm, 'convnext_tiny'), timm_features)
     mmpretrain_convnext = ModelSpec('mmpretrain-ConvNeXt-T', build_mmpretrain_convnext,
                                     module_features)
-    control = ModelSpec(f'InceptionNeXt-{letter} (ours) control copy',
-                        lambda cl: ours(channels_last=cl), module_features, builds_layout=True)
-    models = (our_model(''), no_out_norms, our_model(', unfused', fast_inference=False),
-              control, timm_ref,
+    default = our_model('')
+    control = ModelSpec(f'{default.name} control copy', default.build, module_features,
+                        builds_layout=True)
+    no_out_norms_control = ModelSpec(f'{no_out_norms.name} control copy', no_out_norms.build,
+                                     module_features, builds_layout=True)
+    models = (default, no_out_norms, our_model(', unfused', fast_inference=False),
+              control, no_out_norms_control, timm_ref,
               convnext, mmpretrain_convnext,
               ModelSpec('ResNet-50', partial(build_timm, 'resnet50'), timm_features))
     return [Comparison(f'backbone {arch}', models,
                        {'timm IncNeXt': (timm_ref, ),
-                        'ConvNeXt-T': (convnext, mmpretrain_convnext)})]
+                        'ConvNeXt-T': (convnext, mmpretrain_convnext)},
+                       ((default, control), (no_out_norms, no_out_norms_control)))]
 
 
 UPERNET, FPN = 'configs/upernet/incnext_t_ade20k.py', 'configs/fpn/incnext_t_ade20k.py'
@@ -249,11 +260,13 @@ def segmentor_comparisons() -> List[Comparison]:
     inside UperNet, which shows how much of UperNet's time a backbone can save at all."""
     def family(name: str, config: str, ours: ModelSpec, timm: ModelSpec,
                convnext: ModelSpec) -> Comparison:
+        control = _segmentor_spec(f'{name}-T (ours) control copy', config, 'ours',
+                                  segmentor_logits)
         return Comparison(name, (
             ours, _segmentor_spec(f'{name}-T (ours, no output norms)', config,
                                   'ours, no output norms', segmentor_logits),
-            _segmentor_spec(f'{name}-T (ours) control copy', config, 'ours', segmentor_logits),
-            timm, convnext), {'timm IncNeXt': (timm, ), 'ConvNeXt': (convnext, )})
+            control, timm, convnext), {'timm IncNeXt': (timm, ), 'ConvNeXt': (convnext, )},
+            ((ours, control), ))
 
     return [
         family('UperNet', UPERNET, UPERNET_OURS, UPERNET_TIMM, UPERNET_CONVNEXT),
@@ -488,8 +501,8 @@ def ratios_over_runs(comparison: Comparison, runs: Sequence[Sequence[dict]]
     return result
 
 
-def format_ratios_over_runs(title: str, ratios: Dict[str, Dict[str, List[Optional[float]]]]
-                            ) -> str:
+def format_ratios_over_runs(title: str, ratios: Dict[str, Dict[str, List[Optional[float]]]],
+                            gaps: Optional[Dict[str, List[Optional[float]]]] = None) -> str:
     labels = list(next(iter(ratios.values()), {}))
     head = '| model |' + ''.join(f' x {label}, per run | median |' for label in labels)
     lines = [f'\n### {title}', head, '|' + '---|' * (head.count('|') - 1)]
@@ -501,7 +514,34 @@ def format_ratios_over_runs(title: str, ratios: Dict[str, Dict[str, List[Optiona
             cells += ' ' + ' / '.join('-' if v is None else f'{v:.2f}' for v in values) + ' |'
             cells += f' {statistics.median(known):.2f} |' if known else ' - |'
         lines.append(f'| {name} |{cells}')
+    for name, values in (gaps or {}).items():
+        lines.append(f'\n{name} and its control copy, per run: ' + ' / '.join(
+            '-' if v is None else f'{100 * v:.1f}%' for v in values) + ' apart')
     return '\n'.join(lines)
+
+
+def control_gaps(comparison: Comparison, rows: Sequence[dict]) -> Dict[str, Optional[float]]:
+    """Model name -> how far it and its control copy ran apart, ``|speed / copy's - 1|``."""
+    gaps = {}
+    for model, copy in comparison.controls:
+        speed, copy_speed = best_speed(rows, (model, )), best_speed(rows, (copy, ))
+        gaps[model.name] = abs(speed / copy_speed - 1) if speed and copy_speed else None
+    return gaps
+
+
+def format_control_gaps(gaps: Dict[str, Optional[float]], limit: Optional[float]) -> str:
+    parts = [f'{name} and its copy {"-" if gap is None else f"{100 * gap:.1f}%"} apart'
+             for name, gap in gaps.items()]
+    verdict = '' if limit is None else (
+        f' (within {limit:g}%: kept)' if is_quiet(gaps, limit)
+        else f' (over {limit:g}%: measured again)')
+    return 'control pairs: ' + '; '.join(parts) + verdict
+
+
+def is_quiet(gaps: Dict[str, Optional[float]], limit: Optional[float]) -> bool:
+    """Whether a run counts: every control pair within ``limit`` percent (if one is set)."""
+    return limit is None or all(gap is not None and 100 * gap <= limit
+                                for gap in gaps.values())
 
 
 def upernet_bound(rows: Sequence[dict]) -> Optional[dict]:
@@ -554,6 +594,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument('--runs', type=int, default=1,
                    help='independent measurements of each setting (models rebuilt); with '
                         'more than one, a table of each run\'s ratios and their median follows')
+    p.add_argument('--max-control-gap', type=float, default=None, metavar='PCT',
+                   help='a run whose control pairs ran more than PCT%% apart is measured again '
+                        f'(up to {MAX_ATTEMPTS_PER_RUN}x --runs attempts in all); only runs '
+                        'within it count in the ratios over runs')
     p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     p.add_argument('--amp', choices=tuple(AMP_DTYPES), default='none',
                    help='autocast dtype (meant for CUDA; CPU autocast runs too)')
@@ -602,34 +646,54 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     print(f'torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, '
           f'batch {batches}, amp {args.amp}, warmup {args.warmup}, repeats {args.repeats} x '
           f'{args.iters} iters (interleaved)')
+    limit = args.max_control_gap
+    if limit is not None and not any(c.controls for c in comparisons):
+        raise SystemExit('--max-control-gap needs a control pair: keep a model and its '
+                         '"control copy" in --only')
     for (h, w), batch, mode in itertools.product(shapes, batches, args.modes):
         setting = f'{mode}, {h}x{w}, batch {batch}'
-        rows_per_run = []
-        for index in range(args.runs):
+        kept_runs: List[List[dict]] = []
+        kept_gaps: List[Dict[str, Optional[float]]] = []
+        for index in range(args.runs * (1 if limit is None else MAX_ATTEMPTS_PER_RUN)):
+            if len(kept_runs) == args.runs:
+                break
             torch.manual_seed(0)
             x = torch.randn(batch, 3, h, w, device=device)
             measurements = measure(models, args.layouts, mode, x, AMP_DTYPES[args.amp],
                                    args.warmup, args.repeats, args.iters, not args.no_memory,
                                    args.profile)
             rows = summarise(measurements, batch)
-            rows_per_run.append(rows)
-            run = dict(mode=mode, height=h, width=w, batch=batch, run=index, rows=rows)
-            suffix = f' (run {index + 1} of {args.runs})' if args.runs > 1 else ''
+            gaps = {name: gap for c in comparisons for name, gap in control_gaps(c, rows).items()}
+            quiet = is_quiet(gaps, limit)
+            run = dict(mode=mode, height=h, width=w, batch=batch, run=index, rows=rows,
+                       control_gaps=gaps, counted=quiet)
+            suffix = f' (run {index + 1})' if args.runs > 1 or limit is not None else ''
             for comparison in comparisons:
                 print(format_table(f'{comparison.title}, {setting}{suffix}', comparison, rows))
+            if gaps:
+                print(format_control_gaps(gaps, limit))
             if segmentor:
                 run['upernet_bound'] = upernet_bound(rows)
                 if run['upernet_bound']:
                     print(format_upernet_bound(run['upernet_bound']))
             result['runs'].append(run)
-        if args.runs > 1:
+            if quiet:
+                kept_runs.append(rows)
+                kept_gaps.append(gaps)
+        if len(kept_runs) < args.runs:
+            print(f'\n{setting}: only {len(kept_runs)} of {index + 1} runs had their control '
+                  f'pairs within {limit:g}%')
+        if args.runs > 1 and kept_runs:
             for comparison in comparisons:
-                ratios = ratios_over_runs(comparison, rows_per_run)
+                ratios = ratios_over_runs(comparison, kept_runs)
+                gaps = {name: [g.get(name) for g in kept_gaps]
+                        for name in control_gaps(comparison, kept_runs[0])}
                 result.setdefault('ratios_over_runs', []).append(
                     dict(title=comparison.title, mode=mode, height=h, width=w, batch=batch,
-                         ratios=ratios))
+                         ratios=ratios, control_gaps=gaps))
                 print(format_ratios_over_runs(
-                    f'{comparison.title}, {setting}: ratios over {args.runs} runs', ratios))
+                    f'{comparison.title}, {setting}: ratios over {len(kept_runs)} runs',
+                    ratios, gaps))
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(result, f, indent=1)
