@@ -106,7 +106,7 @@ def test_a_failing_contender_is_reported_and_the_others_are_timed(benchmark):
         assert_no_error_rows(dict(runs=[dict(mode='train', rows=rows)]))
 
 
-def test_each_round_starts_one_model_later(benchmark):
+def test_rounds_balance_positions_and_predecessors(benchmark):
     calls = []
 
     class Recorder(torch.nn.Module):
@@ -119,10 +119,22 @@ def test_each_round_starts_one_model_later(benchmark):
             return x
 
     specs = [benchmark.ModelSpec(name, lambda cl, name=name: Recorder(name),
-                                 benchmark.module_features) for name in 'abc']
+                                 benchmark.module_features) for name in 'abcd']
     benchmark.measure(specs, ['nchw'], 'infer', torch.randn(1, 3, 4, 4), warmup=0, repeats=4,
                       memory=False)
-    assert ''.join(calls) == 'abc' 'bca' 'cab' 'abc'
+    rounds = [calls[i:i + 4] for i in range(0, 16, 4)]
+    assert rounds == [list('abdc'), list('bcad'), list('cdba'), list('dacb')]
+    for n in (2, 3, 4, 5, 7):
+        times = 2 if n % 2 else 1  # an odd n needs 2n rounds
+        orders = benchmark.round_orders(n, times * n)
+        assert all(sorted(order) == list(range(n)) for order in orders)
+        for model in range(n):  # every position, equally often
+            assert sorted(order.index(model) for order in orders) == sorted(
+                list(range(n)) * times)
+        pairs = [(order[i - 1], order[i]) for order in orders for i in range(1, n)]
+        expected = [(a, b) for a in range(n) for b in range(n) if a != b]
+        assert sorted(pairs) == sorted(expected * times)  # every predecessor, equally often
+    assert benchmark.round_orders(3, 8)[6:] == benchmark.round_orders(3, 2)
 
 
 def test_ratios_over_runs_take_each_runs_best_layout(benchmark):

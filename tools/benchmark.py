@@ -1,8 +1,9 @@
 """Speed and memory benchmark: InceptionNeXt against its peers, side by side.
 
-All contenders run in ONE process, interleaved after a warm-up (A B C, B C A, C A B, ...:
-each round starts one model later), so slow drifts of the machine and the after-effects of
-the previous model's step hit every contender alike.  Reports images/s (median and
+All contenders run in ONE process, interleaved after a warm-up, each round in another order
+(a Williams design: over n rounds, 2n for an odd number n of models, every model takes
+every position and follows every other model once), so slow drifts of the machine and the
+after-effects of the previous model's step hit every contender alike.  Reports images/s (median and
 min-max over repeats) and peak memory for inference and training steps (forward,
 backward, AdamW step), in NCHW and channels_last; ``*`` marks the better layout per model.
 Each table gives ratios against its references (timm's InceptionNeXt, ConvNeXt-T); a
@@ -397,11 +398,8 @@ def measure(models: Sequence[ModelSpec], layouts: Sequence[str], mode: str, x: t
             live.append((m, step))
         except Exception as err:  # report, keep benchmarking the others
             m.error = f'{type(err).__name__}: {str(err).splitlines()[0][:120]}'
-    for round_index in range(repeats):
-        # Each round starts one model later: a model's step is slowed by what ran just before
-        # it (e.g. the heap another model left), so every model takes every position in turn.
-        shift = round_index % max(len(live), 1)
-        for m, step in live[shift:] + live[:shift]:
+    for order in round_orders(len(live), repeats):
+        for m, step in (live[i] for i in order):
             _sync(device)
             start = time.perf_counter()
             for _ in range(iters):
@@ -417,6 +415,27 @@ def measure(models: Sequence[ModelSpec], layouts: Sequence[str], mode: str, x: t
         for m, step in live:
             print(format_profile(f'{m.model.name} [{m.layout}]', step, profile_top))
     return [m for m, _ in runs]
+
+
+def round_orders(n: int, rounds: int) -> List[List[int]]:
+    """The order of the ``n`` models in each timed round: a Williams design, cycled.
+
+    A step is slowed by what ran just before it (the heap or caches the previous model
+    left), so over ``n`` rounds (``2n`` for odd ``n``) every model takes every position and
+    follows every other model once. Rotating one order would keep each model's predecessor.
+    """
+    first, low, high = [0], 1, n - 1
+    for i in range(1, n):
+        if i % 2:
+            first.append(low)
+            low += 1
+        else:
+            first.append(high)
+            high -= 1
+    rows = [[(v + shift) % n for v in first] for shift in range(n)]
+    if n % 2:
+        rows += [row[::-1] for row in rows]
+    return [rows[i % len(rows)] for i in range(rounds)] if n else []
 
 
 def format_profile(title: str, step: Callable[[], None], top: int) -> str:
