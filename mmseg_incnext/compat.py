@@ -55,3 +55,22 @@ def onnx_export(model: torch.nn.Module, args: tuple, path: str, **kwargs) -> Non
     if _onnx_export_takes_dynamo():
         kwargs['dynamo'] = False
     torch.onnx.export(model, args, path, **kwargs)
+
+
+def _onednn_version() -> tuple:
+    import re
+    match = re.search(r'(?:MKL-DNN|oneDNN)\D*v(\d+)\.(\d+)', torch.__config__.show())
+    return (int(match[1]), int(match[2])) if match else ()
+
+
+# oneDNN 3.1 (torch 2.1) runs channels-last depthwise convolutions forward and backward
+# 2.4-6x slower than in NCHW, copies both ways included; 3.12 (torch 2.13) is faster in
+# channels-last. Versions between are unmeasured and keep channels-last.
+_SLOW_CHANNELS_LAST_DEPTHWISE_TRAINING = () < _onednn_version() < (3, 2)
+
+
+def depthwise_training_prefers_nchw(x: torch.Tensor) -> bool:
+    """Whether depthwise convolutions of the channels-last CPU map ``x`` should run in NCHW
+    under autograd: on the oneDNN of torch 2.1, whose channels-last kernels are slow."""
+    return (_SLOW_CHANNELS_LAST_DEPTHWISE_TRAINING and x.device.type == 'cpu'
+            and torch.is_grad_enabled() and not is_compiling())

@@ -300,10 +300,20 @@ def test_autocast_training_keeps_small_layer_scales(dtype):
         assert block.mlp(hidden, out_scale=block.gamma).dtype == torch.float32
 
 
+@pytest.mark.parametrize('depthwise_in_nchw', [False, True])
 @pytest.mark.parametrize('channels_last', [True, False])
-def test_training_forward_and_gradients_match_timm(channels_last):
-    """Train mode (batch-statistics BN, layer scale folded into fc2): the outputs, every
-    parameter's gradient and the input's gradient equal timm's for the same weights."""
+def test_training_forward_and_gradients_match_timm(channels_last, depthwise_in_nchw,
+                                                   monkeypatch):
+    """Train mode (batch-statistics BN, layer scale folded into fc2, depthwise convolutions
+    in either layout): the outputs, every parameter's gradient and the input's gradient
+    equal timm's for the same weights."""
+    from mmseg_incnext import compat
+    from mmseg_incnext.models.backbones import inceptionnext
+    monkeypatch.setattr(compat, '_SLOW_CHANNELS_LAST_DEPTHWISE_TRAINING', depthwise_in_nchw)
+    nchw_calls = []
+    conv_in_nchw = inceptionnext._conv_in_nchw
+    monkeypatch.setattr(inceptionnext, '_conv_in_nchw',
+                        lambda *args: nchw_calls.append(1) or conv_in_nchw(*args))
     reference = seeded_timm_model('atto', seed=2).train()
     ours = build(channels_last=channels_last).train()
     ours.load_state_dict({k: v for k, v in reference.state_dict().items()
@@ -334,6 +344,8 @@ def test_training_forward_and_gradients_match_timm(channels_last):
                                    msg=name)
     for name, buf in ours.named_buffers():  # BN running statistics were updated alike
         torch.testing.assert_close(buf, reference.state_dict()[name], msg=name)
+    assert len(nchw_calls) == (3 * sum(ours.arch['depths']) if channels_last and depthwise_in_nchw
+                               else 0)
 
 
 def test_wrong_input_channels_is_a_clear_error():

@@ -17,7 +17,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmseg.registry import MODELS
 from mmseg_incnext.arch import ARCH_DEFAULTS, ARCH_SETTINGS
-from mmseg_incnext.compat import autocast_enabled
+from mmseg_incnext.compat import autocast_enabled, depthwise_training_prefers_nchw
 from mmseg_incnext.weights import load_pretrained
 from .pointwise_mlp import pointwise_mlp
 
@@ -61,10 +61,23 @@ class InceptionDWConv2d(nn.Module):
         self.branch_channels = branch_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x_id, x_hw, x_w, x_h = torch.split(
+        x_id, *parts = torch.split(
             x, (self.identity_channels, ) + (self.branch_channels, ) * 3, dim=1)
-        return torch.cat(
-            (x_id, self.dwconv_hw(x_hw), self.dwconv_w(x_w), self.dwconv_h(x_h)), dim=1)
+        convs = (self.dwconv_hw, self.dwconv_w, self.dwconv_h)
+        if x.is_contiguous(memory_format=torch.channels_last) and \
+                depthwise_training_prefers_nchw(x):
+            return torch.cat((x_id, ) + tuple(
+                _conv_in_nchw(conv, part).contiguous(memory_format=torch.channels_last)
+                for conv, part in zip(convs, parts)), dim=1)
+        return torch.cat((x_id, ) + tuple(conv(part) for conv, part in zip(convs, parts)),
+                         dim=1)
+
+
+def _conv_in_nchw(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """``conv(x)`` with the input and the weight in NCHW strides (a channels-last weight
+    would make the convolution run channels-last)."""
+    return conv._conv_forward(x.contiguous(), conv.weight.clone(
+        memory_format=torch.contiguous_format), conv.bias)
 
 
 class ConvMlp(nn.Module):
