@@ -63,9 +63,9 @@ def _onednn_version() -> tuple:
     return (int(match[1]), int(match[2])) if match else ()
 
 
-# oneDNN 3.1 (torch 2.1) runs channels-last depthwise convolutions forward and backward
-# 2.4-6x slower than in NCHW, copies both ways included; 3.12 (torch 2.13) is faster in
-# channels-last. Versions between are unmeasured and keep channels-last.
+# oneDNN 3.1 (torch 2.1) runs a channels-last depthwise convolution's forward plus backward
+# 2.4-6x slower than in NCHW, copies both ways included (its forward alone is faster
+# channels-last); 3.12 (torch 2.13) is faster channels-last. Versions between: unmeasured.
 _SLOW_CHANNELS_LAST_DEPTHWISE_TRAINING = () < _onednn_version() < (3, 2)
 
 
