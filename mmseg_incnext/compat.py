@@ -70,7 +70,8 @@ _SLOW_CHANNELS_LAST_DEPTHWISE_TRAINING = () < _onednn_version() < (3, 2)
 
 
 def depthwise_training_prefers_nchw(x: torch.Tensor) -> bool:
-    """Whether depthwise convolutions of the channels-last CPU map ``x`` should run in NCHW
-    under autograd: on the oneDNN of torch 2.1, whose channels-last kernels are slow."""
+    """Whether depthwise convolutions of ``x``, a channels-last CPU map under autograd,
+    should run in NCHW: on the oneDNN of torch 2.1, whose channels-last kernels are slow."""
     return (_SLOW_CHANNELS_LAST_DEPTHWISE_TRAINING and x.device.type == 'cpu'
-            and torch.is_grad_enabled() and not is_compiling())
+            and torch.is_grad_enabled() and not is_compiling()
+            and x.is_contiguous(memory_format=torch.channels_last))

@@ -2,7 +2,7 @@
 
 All contenders run in ONE process, interleaved after a warm-up, each round in another order
 (a Williams design: over n rounds, 2n for an odd number n of models, every model takes
-every position and follows every other model once), so slow drifts of the machine and the
+every position and follows every other model equally often), so slow drifts of the machine and the
 after-effects of the previous model's step hit every contender alike.  Reports images/s (median and
 min-max over repeats) and peak memory for inference and training steps (forward,
 backward, AdamW step), in NCHW and channels_last; ``*`` marks the better layout per model.
@@ -422,7 +422,7 @@ def round_orders(n: int, rounds: int) -> List[List[int]]:
 
     A step is slowed by what ran just before it (the heap or caches the previous model
     left), so over ``n`` rounds (``2n`` for odd ``n``) every model takes every position and
-    follows every other model once. Rotating one order would keep each model's predecessor.
+    follows every other model equally often. Rotating one order would keep each model's predecessor.
     """
     first, low, high = [0], 1, n - 1
     for i in range(1, n):
@@ -672,7 +672,6 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     for (h, w), batch, mode in itertools.product(shapes, batches, args.modes):
         setting = f'{mode}, {h}x{w}, batch {batch}'
         kept_runs: List[List[dict]] = []
-        kept_gaps: List[Dict[str, Optional[float]]] = []
         for index in range(args.runs * (1 if limit is None else MAX_ATTEMPTS_PER_RUN)):
             if len(kept_runs) == args.runs:
                 break
@@ -698,15 +697,14 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
             result['runs'].append(run)
             if quiet:
                 kept_runs.append(rows)
-                kept_gaps.append(gaps)
         if len(kept_runs) < args.runs:
             print(f'\n{setting}: only {len(kept_runs)} of {index + 1} runs had their control '
                   f'pairs within {limit:g}%')
         if args.runs > 1 and kept_runs:
             for comparison in comparisons:
                 ratios = ratios_over_runs(comparison, kept_runs)
-                gaps = {name: [g.get(name) for g in kept_gaps]
-                        for name in control_gaps(comparison, kept_runs[0])}
+                per_run = [control_gaps(comparison, rows) for rows in kept_runs]
+                gaps = {name: [run_gaps[name] for run_gaps in per_run] for name in per_run[0]}
                 result.setdefault('ratios_over_runs', []).append(
                     dict(title=comparison.title, mode=mode, height=h, width=w, batch=batch,
                          ratios=ratios, control_gaps=gaps))

@@ -64,8 +64,7 @@ class InceptionDWConv2d(nn.Module):
         x_id, *parts = torch.split(
             x, (self.identity_channels, ) + (self.branch_channels, ) * 3, dim=1)
         convs = (self.dwconv_hw, self.dwconv_w, self.dwconv_h)
-        if x.is_contiguous(memory_format=torch.channels_last) and \
-                depthwise_training_prefers_nchw(x):
+        if depthwise_training_prefers_nchw(x):
             return torch.cat((x_id, ) + tuple(
                 _conv_in_nchw(conv, part).contiguous(memory_format=torch.channels_last)
                 for conv, part in zip(convs, parts)), dim=1)
