@@ -29,6 +29,7 @@ def tiles(monkeypatch):
         return tiled(*args, **kwargs)
 
     monkeypatch.setattr(pointwise, 'TILE_ABOVE_BYTES', 0)
+    monkeypatch.setattr(pointwise, 'NARROW_TILE_ABOVE_BYTES', 0)
     monkeypatch.setattr(pointwise, 'TILE_ROWS', 13)
     monkeypatch.setattr(pointwise, '_tiled_mlp', counting)
     return calls

@@ -29,7 +29,7 @@ def reference_mlp(x, w1, b1, w2, b2):
 def test_tiles_only_for_large_fp32_channels_last_cpu_maps(monkeypatch):
     x = channels_last_map(2, 8, 16, 16)
     hidden_bytes = 2 * 16 * 16 * 32 * 4
-    monkeypatch.setattr(pointwise, 'TILE_ABOVE_BYTES', hidden_bytes - 1)
+    monkeypatch.setattr(pointwise, 'NARROW_TILE_ABOVE_BYTES', hidden_bytes - 1)
     assert uses_tiles(x, 32)
     assert not uses_tiles(x, 31)  # a smaller hidden map: convolutions
     assert not uses_tiles(x.contiguous(), 32)  # NCHW
@@ -40,6 +40,27 @@ def test_tiles_only_for_large_fp32_channels_last_cpu_maps(monkeypatch):
     torch.jit.trace(lambda t: traced.append(uses_tiles(t, 32)) or t * 2, (x, ),
                     check_trace=False)
     assert traced == [False]  # an exported graph keeps the convolutions
+
+
+def test_wide_blocks_tile_only_above_the_higher_threshold(monkeypatch):
+    x = channels_last_map(2, 8, 16, 16)
+    hidden_bytes = 2 * 16 * 16 * 32 * 4
+    monkeypatch.setattr(pointwise, 'NARROW_TILE_ABOVE_BYTES', hidden_bytes - 1)
+    monkeypatch.setattr(pointwise, 'TILE_ABOVE_BYTES', hidden_bytes)
+    assert uses_tiles(x, 32)  # 8 channels are narrow
+    monkeypatch.setattr(pointwise, 'NARROW_CHANNELS', 8)
+    assert not uses_tiles(x, 32)  # now wide, and at its own limit
+    assert uses_tiles(x, 33)
+
+
+@pytest.mark.parametrize('shape, tiled', [
+    ((1, 96, 128, 128), True),  # T's stage 1 at 512x512: a 24 MiB hidden map, 96 channels
+    ((1, 192, 64, 64), False),  # its stage 2: 12 MiB
+    ((16, 384, 14, 14), False),  # stage 3 at 224x224 batch 16: 18.4 MiB, but 384 channels
+    ((16, 192, 28, 28), True),  # stage 2 there: 36.8 MiB, past the 32 MiB ceiling
+])
+def test_tiling_rule_at_the_sizes_users_run(shape, tiled):
+    assert uses_tiles(channels_last_map(*shape), 4 * shape[1]) is tiled
 
 
 def test_training_runs_the_convolutions(tiles):

@@ -11,8 +11,8 @@ inference-only module with the same outputs (eval-mode semantics; fp32 outputs e
   ``fc1(bn(y)) = fc1'(y)``) and ``gamma`` into ``mlp.fc2``;
 * the feature maps stay in ``channels_last`` memory format, with no layout copies;
 * the block's MLP runs with the exact (erf) GELU and the residual add done in place, so
-  each block allocates one hidden map and one output; on CPU maps whose hidden map would
-  pass 32 MiB it runs in tiles that allocate no hidden map (:mod:`.pointwise_mlp`).
+  each block allocates one hidden map and one output; on CPU maps with a large hidden map
+  it runs in tiles that allocate none (:mod:`.pointwise_mlp` has the rule).
 
 The token mixer, padding, input check and stage loop are the model's own
 (:mod:`.inceptionnext`); only the folded parts are new here.

@@ -2,10 +2,13 @@
 
 Normally two 1x1 convolutions. In CPU inference on large maps it runs tile by tile instead:
 the hidden layer, four times as wide as the block, is the largest map in the network, and
-once it passes glibc's largest mmap threshold (32 MiB on 64-bit Linux) every allocation of
-it maps fresh pages that the kernel zeroes and faults in, on every forward. Tiles of
+glibc serves an allocation that large with fresh pages (``mmap``) that the kernel zeroes
+and faults in, on every forward: always above its largest mmap threshold (32 MiB on 64-bit
+Linux), and below it depending on the process's allocation history. Tiles of
 :data:`TILE_ROWS` pixels reuse one small hidden buffer that stays in cache and write
-straight into the output (docs/speed.md has the A/B; tiling the training step did not win).
+straight into the output. Below 32 MiB they pay only in narrow blocks (fewer than
+:data:`NARROW_CHANNELS`), where those page faults weigh most against the matrix products
+(docs/speed.md has the A/B; tiling the training step did not win).
 """
 from typing import Optional
 
@@ -14,20 +17,25 @@ import torch.nn.functional as F
 
 from mmseg_incnext.compat import autocast_enabled, is_compiling
 
-__all__ = ['pointwise_mlp', 'uses_tiles', 'TILE_ABOVE_BYTES', 'TILE_ROWS']
+__all__ = ['pointwise_mlp', 'uses_tiles', 'TILE_ABOVE_BYTES', 'NARROW_TILE_ABOVE_BYTES',
+           'NARROW_CHANNELS', 'TILE_ROWS']
 
 TILE_ABOVE_BYTES = 32 * 2**20
+NARROW_TILE_ABOVE_BYTES = 16 * 2**20
+NARROW_CHANNELS = 256
 TILE_ROWS = 2048
 
 
 def uses_tiles(x: torch.Tensor, hidden_channels: int) -> bool:
     """Whether :func:`pointwise_mlp` (without autograd) runs tile by tile for input ``x``:
-    an fp32 channels-last CPU map whose hidden map would exceed :data:`TILE_ABOVE_BYTES`,
-    outside autocast, tracing (ONNX export) and ``torch.compile``."""
+    an fp32 channels-last CPU map whose hidden map would exceed :data:`TILE_ABOVE_BYTES`
+    (:data:`NARROW_TILE_ABOVE_BYTES` below :data:`NARROW_CHANNELS` input channels), outside
+    autocast, tracing (ONNX export) and ``torch.compile``."""
     if is_compiling() or torch.jit.is_tracing():
         return False
+    limit = NARROW_TILE_ABOVE_BYTES if x.shape[1] < NARROW_CHANNELS else TILE_ABOVE_BYTES
     return (x.device.type == 'cpu' and x.dtype == torch.float32 and x.dim() == 4
-            and x.numel() // x.shape[1] * hidden_channels * x.element_size() > TILE_ABOVE_BYTES
+            and x.numel() // x.shape[1] * hidden_channels * x.element_size() > limit
             and x.is_contiguous(memory_format=torch.channels_last)
             and not autocast_enabled('cpu'))
 
