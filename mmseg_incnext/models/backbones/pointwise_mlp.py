@@ -6,9 +6,10 @@ glibc serves an allocation that large with fresh pages (``mmap``) that the kerne
 and faults in, on every forward: always above its largest mmap threshold (32 MiB on 64-bit
 Linux), and below it depending on the process's allocation history. Tiles of
 :data:`TILE_ROWS` pixels reuse one small hidden buffer that stays in cache and write
-straight into the output. Below 32 MiB they pay only in narrow blocks (fewer than
-:data:`NARROW_CHANNELS`), where those page faults weigh most against the matrix products
-(docs/speed.md has the A/B; tiling the training step did not win).
+straight into the output. Below 32 MiB they pay off only in narrow blocks (fewer than
+:data:`NARROW_CHANNELS`), where those page faults weigh most against the matrix products,
+so there the limit is :data:`NARROW_TILE_ABOVE_BYTES` (docs/speed.md has the A/B; tiling
+the training step did not win).
 """
 from typing import Optional
 
