@@ -3,6 +3,8 @@
 Everything that depends on the installed version lives here, so
 the rest of the package calls one function whatever the stack.
 """
+import re
+
 import torch
 
 
@@ -58,7 +60,7 @@ def onnx_export(model: torch.nn.Module, args: tuple, path: str, **kwargs) -> Non
 
 
 def _onednn_version() -> tuple:
-    import re
+    """(major, minor) of the oneDNN torch was built with, () if it reports none."""
     match = re.search(r'(?:MKL-DNN|oneDNN)\D*v(\d+)\.(\d+)', torch.__config__.show())
     return (int(match[1]), int(match[2])) if match else ()
 

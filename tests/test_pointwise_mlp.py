@@ -26,10 +26,17 @@ def reference_mlp(x, w1, b1, w2, b2):
     return F.conv2d(F.gelu(F.conv2d(x, w1, b1)), w2, b2)
 
 
-def test_tiles_only_for_large_fp32_channels_last_cpu_maps(monkeypatch):
+def map_one_byte_over_the_narrow_limit(monkeypatch):
+    """An 8-channel map, and the size of its hidden map at 32 channels, which is set one byte
+    over the narrow blocks' limit."""
     x = channels_last_map(2, 8, 16, 16)
     hidden_bytes = 2 * 16 * 16 * 32 * 4
     monkeypatch.setattr(pointwise, 'NARROW_TILE_ABOVE_BYTES', hidden_bytes - 1)
+    return x, hidden_bytes
+
+
+def test_tiles_only_for_large_fp32_channels_last_cpu_maps(monkeypatch):
+    x, _ = map_one_byte_over_the_narrow_limit(monkeypatch)
     assert uses_tiles(x, 32)
     assert not uses_tiles(x, 31)  # a smaller hidden map: convolutions
     assert not uses_tiles(x.contiguous(), 32)  # NCHW
@@ -43,9 +50,7 @@ def test_tiles_only_for_large_fp32_channels_last_cpu_maps(monkeypatch):
 
 
 def test_wide_blocks_tile_only_above_the_higher_threshold(monkeypatch):
-    x = channels_last_map(2, 8, 16, 16)
-    hidden_bytes = 2 * 16 * 16 * 32 * 4
-    monkeypatch.setattr(pointwise, 'NARROW_TILE_ABOVE_BYTES', hidden_bytes - 1)
+    x, hidden_bytes = map_one_byte_over_the_narrow_limit(monkeypatch)
     monkeypatch.setattr(pointwise, 'TILE_ABOVE_BYTES', hidden_bytes)
     assert uses_tiles(x, 32)  # 8 channels are narrow
     monkeypatch.setattr(pointwise, 'NARROW_CHANNELS', 8)

@@ -1,11 +1,12 @@
 """Speed and memory benchmark: InceptionNeXt against its peers, side by side.
 
-All contenders run in ONE process, interleaved after a warm-up, each round in another order
-(a Williams design: over n rounds, 2n for an odd number n of models, every model takes
-every position and follows every other model equally often), so slow drifts of the machine and the
-after-effects of the previous model's step hit every contender alike.  Reports images/s (median and
-min-max over repeats) and peak memory for inference and training steps (forward,
-backward, AdamW step), in NCHW and channels_last; ``*`` marks the better layout per model.
+All contenders run in ONE process, interleaved after a warm-up, each round in another
+order (a Williams design: over n rounds, 2n for an odd number n of models, every model
+takes every position and follows every other model equally often), so slow drifts of the
+machine and the after-effects of the previous model's step hit every contender alike.
+Reports images/s (median and min-max over repeats) and peak memory for inference and
+training steps (forward, backward, AdamW step), in NCHW and channels_last; ``*`` marks the
+better layout per model.
 Each table gives ratios against its references (timm's InceptionNeXt, ConvNeXt-T); a
 control pair (two copies of the same model) shows the noise; with ``--max-control-gap``
 a run whose pair ran further apart is measured again and does not count.
@@ -422,7 +423,8 @@ def round_orders(n: int, rounds: int) -> List[List[int]]:
 
     A step is slowed by what ran just before it (the heap or caches the previous model
     left), so over ``n`` rounds (``2n`` for odd ``n``) every model takes every position and
-    follows every other model equally often. Rotating one order would keep each model's predecessor.
+    follows every other model equally often. Rotating one order would keep each model's
+    predecessor.
     """
     first, low, high = [0], 1, n - 1
     for i in range(1, n):
