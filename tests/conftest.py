@@ -62,11 +62,11 @@ def released_weights(tmp_path_factory):
 @pytest.fixture(scope='session')
 def demo_run(tmp_path_factory):
     """A shortened run of the main job (`make demo`): 40 iterations on 12 images."""
-    from tests.helpers import REPO_ROOT
+    from tests.helpers import HUNG_AFTER_S, REPO_ROOT
     work = tmp_path_factory.mktemp('demo')
     result = subprocess.run(
         [sys.executable, 'tools/run_demo.py', '--work-dir', str(work), '--iters', '40',
          '--num-train', '12', '--num-val', '4'],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=HUNG_AFTER_S)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     return work, result.stdout

@@ -1,5 +1,7 @@
 """Shared test fixtures' building blocks: seeded timm models and checkpoints in every format."""
 import os
+import re
+import socket
 import uuid
 from typing import Dict
 
@@ -104,6 +106,24 @@ def train_toy_runner(work_dir: str, max_iters: int = 2, resume: bool = False):
 
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# The timeout of every subprocess a test runs: it only tells a hung run from a slow one
+# (a loaded 2-core machine runs the slowest tool in minutes), inside CI's 90-minute limit.
+HUNG_AFTER_S = 30 * 60
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now, for a distributed run's rendezvous."""
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def miou(output: str) -> float:
+    """The last mIoU an mmseg evaluation printed in ``output``."""
+    values = re.findall(r'mIoU: ([0-9.]+)', output)
+    assert values, output[-2000:]
+    return float(values[-1])
 
 TINY_CONFIG = '''_base_ = ['{base}']
 data_root = '{data_root}'

@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from tests.helpers import REPO_ROOT
+from tests.helpers import HUNG_AFTER_S, REPO_ROOT
 
 
 def assert_no_error_rows(result):
@@ -17,35 +17,36 @@ def assert_no_error_rows(result):
 
 
 def test_benchmark_smoke(tmp_path):
+    """The tool runs every contender end to end and reports; the sizes keep it to seconds."""
     out = tmp_path / 'bench.json'
     cmd = [sys.executable, os.path.join(REPO_ROOT, 'tools', 'benchmark.py'), '--sizes', '32',
-           '--batch', '2', '3', '--warmup', '0', '--repeats', '2', '--threads', '1',
+           '--batch', '2', '--warmup', '0', '--repeats', '1', '--threads', '1',
            '--arch', 'atto', '--only', 'InceptionNeXt-A (ours', '--runs', '2',
-           '--max-control-gap', '1000', '--json', str(out)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
+           '--json', str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=HUNG_AFTER_S,
+                          cwd=REPO_ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert 'x ConvNeXt-T' in proc.stdout and 'unfused' in proc.stdout
     result = json.loads(out.read_text())
     assert_no_error_rows(result)
     assert [(run['mode'], run['batch'], run['run']) for run in result['runs']] == [
-        (mode, batch, index) for batch in (2, 3) for mode in ('infer', 'train')
-        for index in (0, 1)]
+        (mode, 2, index) for mode in ('infer', 'train') for index in (0, 1)]
     assert 'ratios over 2 runs' in proc.stdout
     summary = result['ratios_over_runs'][0]
     assert (summary['mode'], summary['batch']) == ('infer', 2)
     assert len(summary['ratios']['InceptionNeXt-A (ours)']['timm IncNeXt']) == 2
     assert set(summary['control_gaps']) == {'InceptionNeXt-A (ours)',
                                             'InceptionNeXt-A (ours, no output norms)'}
+    # Without --max-control-gap every run counts, and each reports its two control pairs.
     assert all(run['counted'] and len(run['control_gaps']) == 2 for run in result['runs'])
-    assert 'and its copy' in proc.stdout and '(within 1000%: kept)' in proc.stdout
+    assert 'and its copy' in proc.stdout and 'measured again' not in proc.stdout
     for run in result['runs']:
         rows = {(r['model'], r['layout']): r for r in run['rows']}
         for key in [('ConvNeXt-T', 'cl'), ('timm-InceptionNeXt-A', 'nchw'),
                     ('InceptionNeXt-A (ours)', 'cl')]:
             assert rows[key]['img_s'] > 0 and rows[key]['peak_mib'] is not None, key
-        assert len(rows[('InceptionNeXt-A (ours)', 'cl')]) and \
-            sum(r['best_layout'] for r in run['rows']
-                if r['model'] == 'InceptionNeXt-A (ours)') == 1
+        assert sum(r['best_layout'] for r in run['rows']
+                   if r['model'] == 'InceptionNeXt-A (ours)') == 1
     infer = {(r['model'], r['layout']) for r in result['runs'][0]['rows']}
     assert ('InceptionNeXt-A (ours, unfused)', 'nchw') in infer
 
@@ -56,7 +57,8 @@ def test_benchmark_segmentor_level_reports_the_backbone_bound(tmp_path):
            'segmentor', '--sizes', '64', '--modes', 'infer', '--layouts', 'cl', '--warmup', '1',
            '--repeats', '1', '--threads', '1', '--no-memory', '--only', 'UperNet',
            '--json', str(out)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=HUNG_AFTER_S,
+                          cwd=REPO_ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(out.read_text())
     assert_no_error_rows(result)

@@ -18,7 +18,8 @@ from mmengine.runner.checkpoint import CheckpointLoader
 import mmseg_incnext.stack_fixes  # noqa: F401  (routes mmengine's loaders to safe_torch_load)
 from mmseg_incnext.checkpoint_safety import (UnsafeCheckpointError, history_buffer_method,
                                              latin1_encode, restricted_pickle, safe_torch_load)
-from tests.helpers import CRAFTED_PAYLOADS, REPO_ROOT, RunsShell, train_toy_runner
+from tests.helpers import (CRAFTED_PAYLOADS, HUNG_AFTER_S, REPO_ROOT, RunsShell,
+                           train_toy_runner)
 
 
 def pickled_bytes(path):
@@ -176,5 +177,5 @@ def test_importing_the_package_changes_nothing_but_the_registries():
         "assert CheckpointLoader._schemes[''] is load_from_local\n"
         "assert registry_utils.prefix_to_backends[''].__name__ == 'AtomicLocalBackend'\n")
     result = subprocess.run([sys.executable, '-c', code], cwd=REPO_ROOT, capture_output=True,
-                            text=True, timeout=300)
+                            text=True, timeout=HUNG_AFTER_S)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -12,7 +12,7 @@ import zipfile
 
 import pytest
 
-from tests.helpers import REPO_ROOT, write_tiny_config
+from tests.helpers import HUNG_AFTER_S, REPO_ROOT, write_tiny_config
 
 LEGACY_PYTHON = os.environ.get('MMSEG_INCNEXT_LEGACY_PYTHON')
 pytestmark = [
@@ -36,7 +36,7 @@ def numpy_major(python: str) -> int:
 
 def run(python, *args):
     result = subprocess.run([python, *args], cwd=REPO_ROOT, capture_output=True, text=True,
-                            timeout=900)
+                            timeout=HUNG_AFTER_S)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     return result.stdout + result.stderr
 

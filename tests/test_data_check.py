@@ -12,8 +12,7 @@ from PIL import Image
 
 from mmseg_incnext.data_check import SplitSpec, scan_split
 from mmseg_incnext.runtime import check_data
-from tests.helpers import REPO_ROOT, write_tiny_config
-from tests.test_train_tools import free_port
+from tests.helpers import HUNG_AFTER_S, REPO_ROOT, free_port, write_tiny_config
 
 FPN = 'configs/fpn/incnext_t_ade20k.py'
 LOADERS = ['train_dataloader', 'val_dataloader']
@@ -114,9 +113,9 @@ def test_parallel_scan_reports_the_same_as_one_process(tmp_path, tiny_ade20k):
     assert one.bad_files == two.bad_files and len(two.bad_files) == 2
 
 
-def train(config, *args, timeout=300):
+def train(config, *args):
     return subprocess.run([sys.executable, 'tools/train.py', config, *args], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=HUNG_AFTER_S)
 
 
 def test_train_stops_before_the_first_iteration_naming_every_bad_file(tmp_path, tiny_ade20k,
@@ -149,7 +148,7 @@ def test_distributed_launch_fails_on_every_rank_alike(tmp_path, tiny_ade20k, rel
     config = write_tiny_config(str(tmp_path), FPN, str(data), released_weights('tiny'))
     result = subprocess.run(
         ['bash', 'tools/dist_train.sh', config, '2', '--work-dir', str(tmp_path / 'work')],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=HUNG_AFTER_S,
         env={**os.environ, 'PORT': str(free_port()), 'OMP_NUM_THREADS': '1'})
     output = result.stdout + result.stderr
     assert result.returncode != 0

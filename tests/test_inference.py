@@ -10,7 +10,7 @@ import pytest
 
 import mmseg_incnext  # noqa: F401
 from mmseg_incnext.visualization import ImageReadError, read_image
-from tests.helpers import REPO_ROOT
+from tests.helpers import HUNG_AFTER_S, REPO_ROOT
 
 DEMO_CONFIG = os.path.join(REPO_ROOT, 'configs', 'demo', 'incnext_atto_fpn_synthetic.py')
 
@@ -92,7 +92,7 @@ def test_image_demo_on_every_kind_of_input(checkpoint, tmp_path):
         [sys.executable, 'tools/image_demo.py', DEMO_CONFIG, checkpoint, str(tmp_path / 'in'),
          str(tmp_path / 'missing.png'), '--out-dir', str(out), '--device', 'cpu',
          '--slide-above', '500000'],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=HUNG_AFTER_S)
     assert result.returncode == 1, result.stderr[-3000:]
     assert 'corrupt.jpg: not a readable image' in result.stderr
     assert 'missing.png: file not found' in result.stderr
@@ -111,7 +111,7 @@ def test_image_demo_empty_folder(checkpoint, tmp_path):
     (tmp_path / 'empty').mkdir()
     result = subprocess.run(
         [sys.executable, 'tools/image_demo.py', DEMO_CONFIG, checkpoint, str(tmp_path / 'empty')],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=HUNG_AFTER_S)
     assert result.returncode != 0 and 'no images' in result.stderr
 
 

@@ -15,7 +15,7 @@ pytest.importorskip('onnxruntime')
 from mmseg_incnext.deploy import onnx_export  # noqa: E402
 from mmseg_incnext.deploy.onnx_export import (AdaptiveAvgPoolAnySize,  # noqa: E402
                                               ExportMismatchError, export_onnx)
-from tests.helpers import REPO_ROOT  # noqa: E402
+from tests.helpers import HUNG_AFTER_S, REPO_ROOT  # noqa: E402
 
 DEMO_CONFIG = os.path.join(REPO_ROOT, 'configs', 'demo', 'incnext_atto_fpn_synthetic.py')
 
@@ -121,7 +121,7 @@ def demo_onnx(demo_run, tmp_path_factory):
     result = subprocess.run(
         [sys.executable, 'tools/export_onnx.py', DEMO_CONFIG, str(work / 'iter_40.pth'),
          '--out', str(path), '--shape', '128', '128', '--dynamic'],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=HUNG_AFTER_S)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     assert len(re.findall(r'labels equal', result.stdout)) == 3
     return path
@@ -137,7 +137,7 @@ def test_onnx_miou_equals_pytorch_whole_slide_and_tta(demo_run, demo_onnx, tmp_p
         result = subprocess.run(
             [sys.executable, 'tools/test.py', DEMO_CONFIG, str(checkpoint), '--work-dir',
              str(tmp_path / 'work'), *extra, *data, *options],
-            cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+            cwd=REPO_ROOT, capture_output=True, text=True, timeout=HUNG_AFTER_S)
         assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
         return float(re.findall(r'mIoU: ([0-9.]+)', result.stdout + result.stderr)[-1])
 
@@ -159,7 +159,7 @@ def test_image_demo_runs_the_onnx_file(demo_run, demo_onnx, tmp_path):
         result = subprocess.run(
             [sys.executable, 'tools/image_demo.py', DEMO_CONFIG, str(model), str(image),
              '--out-dir', str(out), '--device', 'cpu'],
-            cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+            cwd=REPO_ROOT, capture_output=True, text=True, timeout=HUNG_AFTER_S)
         assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
         outputs[name] = cv2.imread(str(out / f'{image.stem}_labels.png'), cv2.IMREAD_UNCHANGED)
     assert outputs['onnx'].shape == outputs['pth'].shape

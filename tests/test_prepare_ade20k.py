@@ -4,12 +4,12 @@ import subprocess
 import sys
 import zipfile
 
-from tests.helpers import REPO_ROOT
+from tests.helpers import HUNG_AFTER_S, REPO_ROOT
 
 
 def prepare(*args):
     return subprocess.run([sys.executable, 'tools/prepare_ade20k.py', *args], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=HUNG_AFTER_S)
 
 
 def zip_dataset(root, path, skip=()):

@@ -14,8 +14,7 @@ import mmseg_incnext  # noqa: F401
 from mmseg_incnext.checkpoint_io import AtomicLocalBackend, atomic_write, \
     latest_complete_checkpoint
 from mmseg_incnext.checkpoint_safety import UnsafeCheckpointError, safe_torch_load
-from tests.helpers import REPO_ROOT, WritesFile, write_tiny_config
-from tests.test_train_tools import free_port, miou  # noqa: F401
+from tests.helpers import HUNG_AFTER_S, REPO_ROOT, WritesFile, free_port, write_tiny_config
 
 FPN = 'configs/fpn/incnext_t_ade20k.py'
 HOOKS = ("custom_imports = dict(imports=['mmseg_incnext', 'mmseg_incnext.stack_fixes', "
@@ -36,10 +35,10 @@ def config_with(tmp_path, data, weights, iters=4, extra_hooks='', base=FPN):
     return write_tiny_config(str(folder), base, data, weights, iters=iters, extra=extra)
 
 
-def train(config, work, *args, env=None, check=True, timeout=600):
+def train(config, work, *args, env=None, check=True):
     result = subprocess.run([sys.executable, 'tools/train.py', config, '--work-dir', str(work),
                              *args], cwd=REPO_ROOT, capture_output=True, text=True,
-                            timeout=timeout, env={**os.environ, **WITH_TESTS, **(env or {})})
+                            timeout=HUNG_AFTER_S, env={**os.environ, **WITH_TESTS, **(env or {})})
     if check:
         assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     return result
@@ -132,7 +131,7 @@ def test_losing_a_rank_ends_the_job_and_resume_works(tmp_path, tiny_ade20k, rele
     result = subprocess.run(
         ['bash', 'tools/dist_train.sh', config, '2', '--work-dir', str(work), '--cfg-options',
          'default_hooks.checkpoint.interval=2'],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=HUNG_AFTER_S,
         env={**os.environ, 'PORT': str(free_port()), 'OMP_NUM_THREADS': '1'})
     output = result.stdout + result.stderr
     assert result.returncode != 0
@@ -142,7 +141,7 @@ def test_losing_a_rank_ends_the_job_and_resume_works(tmp_path, tiny_ade20k, rele
     resumed = config_with(tmp_path, tiny_ade20k, released_weights('tiny'), iters=4)
     result = subprocess.run(
         ['bash', 'tools/dist_train.sh', resumed, '2', '--work-dir', str(work), '--resume'],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=HUNG_AFTER_S,
         env={**os.environ, 'PORT': str(free_port()), 'OMP_NUM_THREADS': '1'})
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     assert 'resumed epoch: 0, iter: 2' in result.stdout + result.stderr
@@ -174,7 +173,7 @@ def test_code_running_checkpoint_refused_by_every_entry_point(tmp_path, uninterr
 
     result = subprocess.run([sys.executable, 'tools/test.py', config, str(work / 'iter_6.pth'),
                              '--work-dir', str(work)], cwd=REPO_ROOT, capture_output=True,
-                            text=True, timeout=300, env={**os.environ, **WITH_TESTS})
+                            text=True, timeout=HUNG_AFTER_S, env={**os.environ, **WITH_TESTS})
     assert result.returncode != 0 and 'not a plain weights file' in result.stderr
 
     (work / 'last_checkpoint').write_text(str(work / 'iter_6.pth'))

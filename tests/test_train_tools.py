@@ -1,36 +1,22 @@
 """tools/train.py, test.py, dist_train.sh, and mmseg's own tools, on a tiny ADE20K copy."""
 import glob
 import os
-import re
-import socket
 import subprocess
 import sys
 
 import pytest
 from mmseg_incnext.checkpoint_safety import safe_torch_load
-from tests.helpers import REPO_ROOT, write_tiny_config
+from tests.helpers import HUNG_AFTER_S, REPO_ROOT, free_port, miou, write_tiny_config
 
 MMSEG_TOOLS = os.path.join(os.path.dirname(__import__('mmseg').__file__), '.mim', 'tools')
 
 
-def run(args, env=None, timeout=600):
+def run(args, env=None):
     result = subprocess.run(args, cwd=REPO_ROOT, capture_output=True, text=True,
-                            timeout=timeout, env={**os.environ, **(env or {})})
+                            timeout=HUNG_AFTER_S, env={**os.environ, **(env or {})})
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
     return output
-
-
-def miou(output):
-    values = re.findall(r'mIoU: ([0-9.]+)', output)
-    assert values, output[-2000:]
-    return float(values[-1])
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope='module')
@@ -97,7 +83,7 @@ def test_missing_data_root_fails_before_building(tmp_path, released_weights):
     config = write_tiny_config(str(tmp_path), 'configs/fpn/incnext_t_ade20k.py',
                                str(tmp_path / 'no_such_dataset'), released_weights('tiny'))
     result = subprocess.run([sys.executable, 'tools/train.py', config], cwd=REPO_ROOT,
-                            capture_output=True, text=True, timeout=300)
+                            capture_output=True, text=True, timeout=HUNG_AFTER_S)
     assert result.returncode != 0
     assert 'Dataset not found' in result.stderr and 'no_such_dataset' in result.stderr
     assert 'prepare_ade20k.py' in result.stderr
