@@ -22,7 +22,8 @@ setup(
     ],
     extras_require={
         'tests': ['pytest', 'timm>=1.0', 'mmpretrain==1.2.0', 'onnx', 'onnxruntime'],
-        'benchmark': ['timm>=1.0'],  # the reference implementation compared against
+        # the reference implementation and mmseg's ConvNeXt peer, compared against
+        'benchmark': ['timm>=1.0', 'mmpretrain==1.2.0'],
         'mmpretrain': ['mmpretrain==1.2.0'],
         'deploy': ['onnx', 'onnxruntime'],  # tools/export_onnx.py, .onnx in test/demo
     },
