@@ -77,3 +77,48 @@ def depthwise_training_prefers_nchw(x: torch.Tensor) -> bool:
     return (_SLOW_CHANNELS_LAST_DEPTHWISE_TRAINING and x.device.type == 'cpu'
             and torch.is_grad_enabled() and not is_compiling()
             and x.is_contiguous(memory_format=torch.channels_last))
+
+
+def _tensor_rebuilders() -> dict:
+    names = ('_rebuild_tensor', '_rebuild_tensor_v2', '_rebuild_tensor_v3',
+             '_rebuild_parameter', '_rebuild_parameter_with_state')
+    return {f'torch._utils.{name}': getattr(torch._utils, name) for name in names
+            if hasattr(torch._utils, name)}
+
+
+_TENSOR_REBUILDERS = _tensor_rebuilders()
+
+
+def tensor_rebuilders() -> dict:
+    """torch's functions that pickled tensors and parameters call, by the name a pickle
+    gives them (``'torch._utils._rebuild_tensor_v2'``): those of the five this torch has,
+    as the set differs between versions."""
+    return dict(_TENSOR_REBUILDERS)
+
+
+def _default_process_group_timeout():
+    import inspect
+    # None on torch >= 2.2 (each backend's own default); torch 2.1 has a timedelta there
+    # and refuses None.
+    return inspect.signature(torch.distributed.init_process_group).parameters['timeout'].default
+
+
+def init_gloo_process_group(timeout_s: float | None = None) -> None:
+    """Start a gloo process group from the launcher's environment (``torchrun``), with
+    ``timeout_s`` seconds, or torch's default timeout when it is None."""
+    import datetime
+    timeout = (datetime.timedelta(seconds=timeout_s) if timeout_s else
+               _default_process_group_timeout())
+    torch.distributed.init_process_group(backend='gloo', timeout=timeout)
+
+
+def count_flops(run) -> int:
+    """FLOPs of the operations ``run()`` calls, counted by ``FlopCounterMode`` as a whole.
+
+    Per-module counts are left out on purpose: torch < 2.4 tracks modules through hooks
+    that break modules taking a tuple (mmseg's FPN neck); count a part by running it alone.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+    with FlopCounterMode(display=False) as counter:
+        run()
+    return counter.get_total_flops()
