@@ -1,19 +1,20 @@
 """Checkpoints that survive a killed process: atomic writes, and finding the last good one.
 
 mmengine writes a checkpoint straight to its final path, so a job killed while saving
-leaves a truncated ``iter_N.pth``. :func:`install` (run by importing :mod:`.stack_fixes`)
-replaces mmengine's local file backend with one that writes to a temporary file in the same
-folder, fsyncs it and renames it into place, so a checkpoint path either holds a complete
-file or does not exist. :func:`latest_complete_checkpoint` is what ``--resume`` uses.
+leaves a truncated ``iter_N.pth``. :class:`AtomicLocalBackend`, which :mod:`.stack_fixes`
+registers as mmengine's local file backend, writes through :func:`.atomic_files.atomic_write`
+instead, so a checkpoint path either holds a complete file or does not exist.
+:func:`latest_complete_checkpoint` is what ``--resume`` uses.
 """
 import glob
 import os
 import re
-import tempfile
 import zipfile
 from typing import Optional, Union
 
-from mmengine.fileio import LocalBackend, register_backend
+from mmengine.fileio import LocalBackend
+
+from mmseg_incnext.atomic_files import atomic_write
 
 
 class AtomicLocalBackend(LocalBackend):
@@ -25,24 +26,6 @@ class AtomicLocalBackend(LocalBackend):
     def put_text(self, obj: str, filepath: Union[str, os.PathLike],
                  encoding: str = 'utf-8') -> None:
         atomic_write(os.fspath(filepath), obj.encode(encoding))
-
-
-def atomic_write(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never
-    a partial one (also across a crash: the data is fsynced before the rename)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f'.{os.path.basename(path)}.', suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def is_complete_checkpoint(path: str) -> bool:
@@ -74,7 +57,3 @@ def latest_complete_checkpoint(work_dir: str) -> Optional[str]:
             return path
     return None
 
-
-def install() -> None:
-    """Make mmengine's writes to local paths atomic (idempotent)."""
-    register_backend('local', AtomicLocalBackend, force=True, prefixes='')

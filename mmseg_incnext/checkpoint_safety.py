@@ -12,10 +12,11 @@ objects that plain weights and mmengine training checkpoints contain (tensor reb
 dtypes, numpy arrays and scalars under both numpy 1 and numpy 2 names, ``HistoryBuffer``).
 Anything else is refused before it is called, the same way on every torch version.
 
-:func:`install` (run by importing :mod:`.stack_fixes`) makes mmengine's checkpoint loader
-use it for local files and http(s) URLs, which is how ``init_model``, ``load_from``,
-``--resume`` and ``tools/test.py`` (ours and mmseg's) read checkpoints; the backbone's
-``init_cfg`` reads through it directly (:mod:`.weights`).
+The ``load_from_*`` functions are mmengine's checkpoint loaders (one per scheme: local
+files, http(s), ``open-mmlab://``, ``torchvision://``, ``mmcls://``, s3/petrel) reading
+through it; :mod:`.stack_fixes` registers them in mmengine's ``CheckpointLoader``, which is
+how ``init_model``, ``load_from``, ``--resume`` and ``tools/test.py`` (ours and mmseg's)
+read checkpoints. The backbone's ``init_cfg`` reads through it directly (:mod:`.weights`).
 """
 import _compat_pickle
 import codecs
@@ -32,7 +33,8 @@ import numpy as np
 import torch
 from mmengine.logging import HistoryBuffer
 from mmengine.runner import checkpoint as mmengine_checkpoint
-from mmengine.runner.checkpoint import CheckpointLoader
+
+from mmseg_incnext.compat import tensor_rebuilders
 
 HISTORY_BUFFER_METHODS = ('min', 'max', 'current', 'mean')
 
@@ -53,15 +55,6 @@ def refuse_unsafe(name: str, err: Exception) -> UnsafeCheckpointError:
         'arbitrary code. Released .pth/.safetensors weights and checkpoints written by '
         'mmengine always load; if this file comes from elsewhere, do not load it unless you '
         'can re-create it from its source.')
-
-
-def rebuild_history_buffer(log_history: np.ndarray, count_history: np.ndarray,
-                           max_length: int) -> HistoryBuffer:
-    """Recreate a ``HistoryBuffer`` (checkpoints written by mmseg-incnext 0.1.0 name it)."""
-    buffer = HistoryBuffer(max_length=int(max_length))
-    buffer._log_history = np.asarray(log_history)
-    buffer._count_history = np.asarray(count_history)
-    return buffer
 
 
 def history_buffer_method(owner: Any, name: str) -> Callable:
@@ -118,12 +111,8 @@ def _torch_globals() -> Dict[str, Any]:
         'torch.Tensor': torch.Tensor,
         'torch.nn.parameter.Parameter': torch.nn.Parameter,
         'torch._tensor._rebuild_from_type_v2': torch._tensor._rebuild_from_type_v2,
+        **tensor_rebuilders(),
     }
-    for name in ('_rebuild_tensor', '_rebuild_tensor_v2', '_rebuild_tensor_v3',
-                 '_rebuild_parameter', '_rebuild_parameter_with_state'):
-        function = getattr(torch._utils, name, None)  # the set differs between versions
-        if function is not None:
-            entries[f'torch._utils.{name}'] = function
     for name in dir(torch):
         if isinstance(getattr(torch, name, None), torch.dtype):
             entries[f'torch.{name}'] = getattr(torch, name)
@@ -144,7 +133,6 @@ def _allowed_globals() -> Dict[str, Any]:
         'builtins.getattr': history_buffer_method,
         '_codecs.encode': latin1_encode,
         'mmengine.logging.history_buffer.HistoryBuffer': HistoryBuffer,
-        f'{__name__}.rebuild_history_buffer': rebuild_history_buffer,
     }
 
 
@@ -281,7 +269,8 @@ def download_to_hub_cache(url: str, model_dir: str = None) -> str:
 
 
 def load_from_openmmlab(filename: str, map_location=None) -> Any:
-    """mmengine's ``open-mmlab://`` / ``openmmlab://`` loader, reading through ours."""
+    """mmengine's ``open-mmlab://`` / ``openmmlab://`` loader (names from mmengine's table,
+    extended by ``$MMENGINE_HOME/open_mmlab.json``: URLs, or paths under that folder)."""
     prefix = 'open-mmlab://' if filename.startswith('open-mmlab://') else 'openmmlab://'
     name = filename[len(prefix):]
     name = mmengine_checkpoint.get_deprecated_model_names().get(name, name)
@@ -292,6 +281,20 @@ def load_from_openmmlab(filename: str, map_location=None) -> Any:
                            map_location)
 
 
+def load_from_torchvision(filename: str, map_location=None) -> Any:
+    """mmengine's ``torchvision://`` / ``modelzoo://`` loader: the URL torchvision gives the
+    name, through :func:`load_from_http`."""
+    name = filename.split('://', 1)[1]
+    return load_from_http(mmengine_checkpoint.get_torchvision_models()[name], map_location)
+
+
+def load_from_mmcls(filename: str, map_location=None) -> Any:
+    """mmengine's ``mmcls://`` loader: the URL of mmengine's mmcls table, through
+    :func:`load_from_http`, keeping the backbone's weights as mmengine does."""
+    url = mmengine_checkpoint.get_mmcls_models()[filename[len('mmcls://'):]]
+    return mmengine_checkpoint._process_mmcls_checkpoint(load_from_http(url, map_location))
+
+
 def load_from_file_backend(filename: str, map_location=None, logger=None) -> Any:
     """mmengine's ``s3://`` / ``petrel://`` loader, reading through ours."""
     from mmengine.fileio import get
@@ -299,26 +302,6 @@ def load_from_file_backend(filename: str, map_location=None, logger=None) -> Any
 
 
 def refuse_pavi(filename: str, map_location=None, logger=None) -> Any:
+    """mmengine's ``pavi://`` loader: refused, see the message."""
     raise CheckpointError(f'{filename}: pavi:// checkpoints cannot be read through the '
                           'allow-list unpickler; download the file and pass its path')
-
-
-_installed = False
-
-
-def install() -> None:
-    """Route every mmengine checkpoint scheme through the allow-list unpickler (idempotent;
-    run by importing :mod:`.stack_fixes`)."""
-    global _installed
-    if _installed:
-        return
-    register = CheckpointLoader.register_scheme
-    register(prefixes='', loader=load_from_local, force=True)
-    register(prefixes=('http://', 'https://'), loader=load_from_http, force=True)
-    register(prefixes=('open-mmlab://', 'openmmlab://'), loader=load_from_openmmlab, force=True)
-    register(prefixes=(r'(\S+\:)?s3://', r'(\S+\:)?petrel://'), loader=load_from_file_backend,
-             force=True)
-    register(prefixes='pavi://', loader=refuse_pavi, force=True)
-    # The torchvision:// and mmcls:// loaders resolve a name, then call this by module name.
-    mmengine_checkpoint.load_from_http = load_from_http
-    _installed = True

@@ -156,7 +156,8 @@ def test_stand_ins_answer_only_what_checkpoints_use():
 
 
 def test_importing_the_package_changes_nothing_but_the_registries():
-    """Only importing stack_fixes routes mmengine's loaders and writes through ours."""
+    """Only importing stack_fixes routes mmengine's loaders and writes through ours, and it
+    does so through mmengine's registries."""
     code = (
         'import copyreg\n'
         'from mmengine.fileio.backends import registry_utils\n'
@@ -175,7 +176,8 @@ def test_importing_the_package_changes_nothing_but_the_registries():
         'import mmseg_incnext.stack_fixes\n'
         'from mmseg_incnext.checkpoint_safety import load_from_local\n'
         "assert CheckpointLoader._schemes[''] is load_from_local\n"
-        "assert registry_utils.prefix_to_backends[''].__name__ == 'AtomicLocalBackend'\n")
+        "assert registry_utils.prefix_to_backends[''].__name__ == 'AtomicLocalBackend'\n"
+        'assert checkpoint.load_from_http is before[4], "stack_fixes reassigned mmengine"\n')
     result = subprocess.run([sys.executable, '-c', code], cwd=REPO_ROOT, capture_output=True,
                             text=True, timeout=HUNG_AFTER_S)
     assert result.returncode == 0, result.stderr[-3000:]

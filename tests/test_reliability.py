@@ -11,8 +11,8 @@ import pytest
 import torch
 
 import mmseg_incnext  # noqa: F401
-from mmseg_incnext.checkpoint_io import AtomicLocalBackend, atomic_write, \
-    latest_complete_checkpoint
+from mmseg_incnext.atomic_files import atomic_write
+from mmseg_incnext.checkpoint_io import AtomicLocalBackend, latest_complete_checkpoint
 from mmseg_incnext.checkpoint_safety import UnsafeCheckpointError, safe_torch_load
 from tests.helpers import HUNG_AFTER_S, REPO_ROOT, WritesFile, free_port, write_tiny_config
 
