@@ -3,7 +3,8 @@
 Accepted sources (all read without executing code: safetensors, or ``torch.load`` with the
 allow-list unpickler of :mod:`mmseg_incnext.checkpoint_safety`):
 
-* a release URL (see :data:`RELEASE_URLS`) or any http(s) URL, cached by ``torch.hub``;
+* a released variant by name, ``inceptionnext://<arch>`` (e.g. ``inceptionnext://tiny``,
+  the URL :data:`RELEASE_URLS` gives for it), or any http(s) URL, cached by ``torch.hub``;
 * a released ``.pth`` (a plain state dict with timm's key names);
 * a timm ``model.safetensors`` (same key names);
 * an mmseg/mmengine checkpoint of a trained segmentor (``state_dict`` with ``backbone.``
@@ -26,15 +27,29 @@ from mmseg_incnext.checkpoint_safety import (CheckpointError, UnsafeCheckpointEr
                                              download_to_hub_cache, safe_torch_load)
 
 RELEASE_URL_ROOT = 'https://github.com/sail-sg/inceptionnext/releases/download/model'
+# The authors released ImageNet-1K weights of every variant of the arch table.
 RELEASE_URLS: Dict[str, str] = {
-    arch: f'{RELEASE_URL_ROOT}/inceptionnext_{arch}.pth'
-    for arch in ('atto', 'tiny', 'small', 'base')
+    arch: f'{RELEASE_URL_ROOT}/inceptionnext_{arch}.pth' for arch in ARCH_SETTINGS
 }
+RELEASE_SCHEME = 'inceptionnext://'
 CLASSIFIER_PREFIXES = ('head.', 'fc.', 'classifier.')
 
 
+def release_url(source: str) -> str:
+    """The URL of a released variant named ``inceptionnext://<arch>``."""
+    arch = source[len(RELEASE_SCHEME):]
+    if arch not in RELEASE_URLS:
+        known = ', '.join(RELEASE_SCHEME + name for name in RELEASE_URLS)
+        raise CheckpointError(f'{source}: no released InceptionNeXt is named {arch!r}; '
+                              f'the released ones are {known}')
+    return RELEASE_URLS[arch]
+
+
 def read_checkpoint(source: str, map_location='cpu') -> Mapping:
-    """Return the raw object stored at ``source`` (a path or an http(s) URL)."""
+    """Return the raw object stored at ``source``: a path, an http(s) URL, or a released
+    variant's name ``inceptionnext://<arch>``."""
+    if source.startswith(RELEASE_SCHEME):
+        source = release_url(source)
     if source.startswith(('http://', 'https://')):
         return _read_url(source, map_location)
     path = os.path.expanduser(source)
@@ -110,9 +125,8 @@ def extract_backbone_state_dict(checkpoint: Mapping, source: str = 'checkpoint',
     state = {k: v for k, v in state.items() if not k.startswith(CLASSIFIER_PREFIXES)}
     not_tensors = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
     if not state or not_tensors:
-        raise CheckpointError(
-            f'{source} does not hold InceptionNeXt weights: '
-            + (f'entries {not_tensors[:5]} are not tensors' if not_tensors else 'no tensors found'))
+        found = f'entries {not_tensors[:5]} are not tensors' if not_tensors else 'no tensors found'
+        raise CheckpointError(f'{source} does not hold InceptionNeXt weights: {found}')
     return dict(state)
 
 

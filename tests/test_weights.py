@@ -5,9 +5,10 @@ import os
 import pytest
 import torch
 
-import mmseg_incnext  # noqa: F401
+import mmseg_incnext
 from mmseg.registry import MODELS
 from mmseg_incnext import weights
+from mmseg_incnext.arch import ARCH_SETTINGS
 from mmseg_incnext.weights import RELEASE_URLS, CheckpointError
 from tests.helpers import save_checkpoint_formats, seeded_timm_model, timm_stage_outputs
 
@@ -125,14 +126,16 @@ def test_unreachable_url_says_which_and_how_to_go_offline(tmp_path, monkeypatch)
     assert url in str(info.value) and 'checkpoint=' in str(info.value)
 
 
-def test_url_served_from_cache_loads(tiny_reference, tmp_path, monkeypatch):
-    """A release URL whose file is already in torch.hub's cache loads offline."""
+@pytest.mark.parametrize('source', [RELEASE_URLS['atto'], 'inceptionnext://atto'])
+def test_release_served_from_cache_loads(tiny_reference, tmp_path, monkeypatch, source):
+    """A release, by URL or by name, whose file is already in torch.hub's cache loads
+    offline."""
     reference, paths = tiny_reference
     monkeypatch.setenv('TORCH_HOME', str(tmp_path))
     cache = tmp_path / 'hub' / 'checkpoints'
     cache.mkdir(parents=True)
-    os.link(paths['release_pth'], cache / 'inceptionnext_atto.pth')
-    model = build_pretrained(RELEASE_URLS['atto'])
+    os.link(paths['release_pth'], cache / os.path.basename(RELEASE_URLS['atto']))
+    model = build_pretrained(source)
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(model(x)[-1], timm_stage_outputs(reference, x)[-1],
@@ -140,10 +143,22 @@ def test_url_served_from_cache_loads(tiny_reference, tmp_path, monkeypatch):
 
 
 def test_release_url_table():
-    assert set(RELEASE_URLS) == {'atto', 'tiny', 'small', 'base'}
+    assert set(RELEASE_URLS) == set(ARCH_SETTINGS) == {'atto', 'tiny', 'small', 'base'}
     assert RELEASE_URLS['tiny'].endswith('/inceptionnext_tiny.pth')
     assert all(u.startswith('https://github.com/sail-sg/inceptionnext/releases/') for u in
                RELEASE_URLS.values())
+    assert mmseg_incnext.RELEASE_URLS is RELEASE_URLS
+    assert {weights.release_url(f'inceptionnext://{arch}') for arch in ARCH_SETTINGS} == set(
+        RELEASE_URLS.values())
+
+
+def test_unknown_release_name_lists_the_released_ones(tmp_path, monkeypatch):
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path))  # nothing may be fetched
+    with pytest.raises(CheckpointError, match=r"inceptionnext://huge: no released InceptionNeXt "
+                       r"is named 'huge'; the released ones are inceptionnext://atto, "
+                       r"inceptionnext://tiny, inceptionnext://small, inceptionnext://base"):
+        build_pretrained('inceptionnext://huge')
+    assert not os.listdir(tmp_path)
 
 
 def test_pretrained_needs_checkpoint_key():
