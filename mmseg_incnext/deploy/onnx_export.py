@@ -10,7 +10,6 @@ input. :func:`export_onnx` writes the file only after ONNX Runtime reproduced Py
 the export size and on other sizes.
 """
 import copy
-import os
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
@@ -20,6 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmseg.models.utils import Upsample as MMSegUpsample
 
+from mmseg_incnext.atomic_files import atomic_output
 from mmseg_incnext.compat import onnx_export
 from mmseg_incnext.models.backbones.inceptionnext import InceptionNeXt
 from mmseg_incnext.models.backbones.inceptionnext_fused import fuse_for_inference
@@ -176,10 +176,7 @@ def export_onnx(segmentor: nn.Module, path: str, shape: Tuple[int, int] = (512, 
     model = ExportableSegmentor(segmentor.eval(), output).eval()
     axes = {0: 'batch', 2: 'height', 3: 'width'} if dynamic else {0: 'batch'}
     out_axes = dict(axes) if output == 'logits' else {k - (k > 1): v for k, v in axes.items()}
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f'.{os.path.basename(path)}.{os.getpid()}.tmp')
-    try:
+    with atomic_output(path) as tmp:
         with torch.no_grad():
             onnx_export(model, (torch.randn(1, 3, *shape), ), tmp, opset_version=opset,
                         input_names=['images'], output_names=[output],
@@ -190,11 +187,7 @@ def export_onnx(segmentor: nn.Module, path: str, shape: Tuple[int, int] = (512, 
                 f'The ONNX export disagrees with PyTorch (tolerance: max abs logit '
                 f'difference {atol}, label agreement {min_agreement}); no file written:\n  '
                 + '\n  '.join(describe(r) for r in results))
-        os.replace(tmp, path)
-        return results
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    return results
 
 
 def describe(result: Agreement) -> str:
