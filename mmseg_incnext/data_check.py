@@ -4,8 +4,9 @@
 decodes every file (in parallel processes): images and annotations that do not decode,
 size mismatches between an image and its annotation, annotations with more than one
 channel, and label values beyond the classes are all reported at once, file by file.
-A clean verdict is cached, keyed by the files' names, sizes and modification times, so a
-restarted run does not rescan unchanged data.
+A clean verdict is cached as an empty marker file named by a hash of the checks' version,
+the folders, the label range and every file's name, size and modification time (its
+existence is the verdict), so a restarted run does not rescan unchanged data.
 """
 import hashlib
 import json
@@ -14,7 +15,7 @@ import os
 import sys
 import warnings
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -168,9 +169,8 @@ def scan_split(spec: SplitSpec, workers: Optional[int] = None,
         return report
     stems = sorted(images)
     report.pairs = len(stems)
-    key = _verdict_key(spec, images, labels)
-    verdict_path = os.path.join(cache_dir(), key + '.json')
-    if use_cache and os.path.isfile(verdict_path):
+    clean_marker = os.path.join(cache_dir(), _verdict_key(spec, images, labels) + '.clean')
+    if use_cache and os.path.isfile(clean_marker):
         report.cached = True
         return report
     jobs = [(os.path.join(spec.img_dir, stem + spec.img_suffix),
@@ -178,7 +178,7 @@ def scan_split(spec: SplitSpec, workers: Optional[int] = None,
             for stem in stems]
     report.bad_files = _run_checks(jobs, workers or os.cpu_count() or 1)
     if report.ok and use_cache:
-        _write_verdict(verdict_path, report)
+        _remember_clean(clean_marker)
     return report
 
 
@@ -207,12 +207,11 @@ def _run_checks(jobs: Sequence[Tuple[str, str, Optional[int]]], workers: int) ->
     return problems
 
 
-def _write_verdict(path: str, report: ScanReport) -> None:
+def _remember_clean(marker: str) -> None:
+    """Create the empty file that says a split was checked clean (see the module doc)."""
     try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f'{path}.{os.getpid()}.tmp'
-        with open(tmp, 'w') as f:
-            json.dump(dict(asdict(report), check_version=CHECK_VERSION), f)
-        os.replace(tmp, path)
+        os.makedirs(os.path.dirname(marker), exist_ok=True)
+        with open(marker, 'w'):
+            pass
     except OSError as err:  # not fatal: the next run rescans
-        warnings.warn(f'Could not cache the data check verdict in {path}: {err}')
+        warnings.warn(f'Could not cache the data check verdict in {marker}: {err}')
