@@ -9,10 +9,10 @@ from typing import Dict, NamedTuple, Tuple
 
 import torch
 from mmengine.config import Config
-from torch.utils.flop_counter import FlopCounterMode
 
 from mmseg.registry import MODELS
-from mmseg_incnext.runtime import replace_sync_bn
+from mmseg_incnext.compat import count_flops
+from mmseg_incnext.device_adaptation import replace_sync_bn
 
 # Paper Tables 5 and 6: (params in M, GMACs, input height, input width).
 PAPER_MODEL_SIZES: Dict[str, Tuple[float, float, int, int]] = {
@@ -43,10 +43,6 @@ def count_params_and_macs(cfg: Config, shape: Tuple[int, int]) -> ModelSize:
         model = MODELS.build(model_cfg).eval()
         params = sum(p.numel() for p in model.parameters())
         image = torch.empty(1, 3, *shape)
-        # Two passes instead of per-module counts: torch < 2.4 only tracks modules through
-        # hooks that break modules taking a tuple (the FPN neck).
-        with FlopCounterMode(display=False) as whole:
-            model(image, mode='tensor')
-        with FlopCounterMode(display=False) as backbone:
-            model.backbone(image)
-    return ModelSize(params, whole.get_total_flops() // 2, backbone.get_total_flops() // 2)
+        flops = count_flops(lambda: model(image, mode='tensor'))
+        backbone_flops = count_flops(lambda: model.backbone(image))
+    return ModelSize(params, flops // 2, backbone_flops // 2)

@@ -11,7 +11,7 @@ from mmengine.config import Config
 from PIL import Image
 
 from mmseg_incnext.data_check import SplitSpec, scan_split
-from mmseg_incnext.runtime import check_data
+from mmseg_incnext.run_data_check import check_data
 from tests.helpers import HUNG_AFTER_S, REPO_ROOT, free_port, write_tiny_config
 
 FPN = 'configs/fpn/incnext_t_ade20k.py'

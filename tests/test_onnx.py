@@ -40,7 +40,7 @@ def segmentor(config):
     from mmseg.registry import MODELS
 
     import mmseg_incnext  # noqa: F401
-    from mmseg_incnext.runtime import replace_sync_bn
+    from mmseg_incnext.device_adaptation import replace_sync_bn
     cfg = Config.fromfile(os.path.join(REPO_ROOT, config))
     cfg.model.backbone.update(init_cfg=None, arch='atto')
     cfg.merge_from_dict({f'model.{k}': v for k, v in ATTO[config].items()})

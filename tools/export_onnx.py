@@ -25,7 +25,7 @@ import mmseg_incnext.stack_fixes  # noqa: F401,E402  (safe checkpoint reading)
 from mmseg_incnext.deploy.onnx_export import (  # noqa: E402
     OUTPUTS, ExportMismatchError, describe,
     export_onnx)
-from mmseg_incnext.runtime import replace_sync_bn  # noqa: E402
+from mmseg_incnext.device_adaptation import replace_sync_bn  # noqa: E402
 
 
 def main():

@@ -20,7 +20,7 @@ from mmengine.runner import Runner
 from PIL import Image
 
 import mmseg_incnext.stack_fixes  # noqa: F401  (safe checkpoint reading, atomic writes)
-from mmseg_incnext.runtime import adapt_to_device
+from mmseg_incnext.device_adaptation import adapt_to_device
 from mmseg_incnext.synthetic_data import make_synthetic_ade20k
 from mmseg_incnext.visualization import read_image, save_prediction
 

@@ -17,9 +17,11 @@ from mmengine.runner import Runner
 
 from mmseg.registry import RUNNERS
 import mmseg_incnext.stack_fixes  # noqa: F401  (safe checkpoint reading, atomic writes)
-from mmseg_incnext.runtime import (add_run_arguments, check_data, data_failure_message,
-                                   finish_distributed, init_distributed, load_run_config,
-                                   name_files_on_error, parse_run_args)
+from mmseg_incnext.pipeline_errors import data_failure_message, name_files_on_error
+from mmseg_incnext.process_group import finish_distributed, init_distributed
+from mmseg_incnext.run_arguments import add_run_arguments, parse_run_args
+from mmseg_incnext.run_config import load_run_config
+from mmseg_incnext.run_data_check import check_data
 from mmseg_incnext.transforms import DataReadError
 
 
