@@ -1,0 +1,309 @@
+"""Calibrated int8 quantization of an fp32 ONNX export, checked against it before it is kept.
+
+:func:`quantize_onnx` runs ONNX Runtime's static quantization (QDQ format, per-channel int8
+weights, uint8 activations). The calibration inputs are what the graph receives when mmseg
+tests the fp32 file: images drawn with a fixed seed from the config's training set, run
+through the config's test pipeline and the model's data preprocessor in test mode (whole
+images or sliding windows, as the config's ``test_cfg`` says). Then both files segment
+held-out images of the config's validation set, as ``tools/test.py`` does, and the int8
+file is written only if its labels agree with the fp32 file's on enough pixels.
+"""
+import copy
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Set, Tuple
+
+import numpy as np
+import torch
+from mmengine.config import Config
+from mmengine.dataset import pseudo_collate
+
+from mmseg_incnext.atomic_files import atomic_output
+from mmseg_incnext.deploy.onnx_runtime import OnnxRuntimeSegmentor, onnx_model_cfg, \
+    ort_session
+from mmseg_incnext.run_config import dataloader_datasets
+from mmseg_incnext.run_data_check import check_data
+
+CALIBRATION_METHODS = ('minmax', 'entropy', 'percentile')
+
+
+class QuantizationError(Exception):
+    """Why an int8 file was not written."""
+
+
+class QuantizationUnavailableError(QuantizationError, ImportError):
+    """This onnxruntime cannot quantize (no ``onnxruntime.quantization``, or no ``onnx``)."""
+
+
+class CalibrationDataError(QuantizationError):
+    """The calibration or check images cannot be read."""
+
+
+class NotQuantizableError(QuantizationError, ValueError):
+    """The ONNX file is not an fp32 ``--output logits`` export of ``tools/export_onnx.py``."""
+
+
+class ModelNotFoundError(QuantizationError, FileNotFoundError):
+    """The fp32 ONNX file is not there."""
+
+
+class AgreementError(QuantizationError):
+    """The int8 labels agree with the fp32 labels on fewer pixels than asked."""
+
+
+@dataclass
+class SelfCheck:
+    """The int8 file against the fp32 file on the held-out images.
+
+    ``label_agreement`` is the fraction of pixels (all of them, at the annotations' size)
+    where both predict the same class; the mIoUs (%, mmseg's IoUMetric definition) are None
+    where the images have no annotations.
+    """
+    images: int
+    label_agreement: float
+    miou_fp32: Optional[float]
+    miou_int8: Optional[float]
+
+
+@dataclass
+class QuantizationReport:
+    """What :func:`quantize_onnx` did: the calibration and the self-check."""
+    method: str
+    seed: int
+    calibration_images: int  # drawn from the training set
+    calibration_inputs: int  # graph runs they made (more than images with sliding windows)
+    training_images: int  # in the training set
+    check: SelfCheck
+
+
+def quantization_api():
+    """``onnxruntime.quantization``, or :class:`QuantizationUnavailableError`."""
+    try:
+        from onnxruntime import quantization
+    except ImportError as err:
+        raise QuantizationUnavailableError(
+            f'int8 quantization needs onnxruntime.quantization, which cannot be imported here '
+            f'({err}); it comes with the onnxruntime and onnx packages of the deploy extra: '
+            'pip install -e .[deploy]') from err
+    return quantization
+
+
+def check_fp32_export(path: str) -> None:
+    """Refuse a missing file and anything but a logits export (:class:`NotQuantizableError`)."""
+    if not os.path.isfile(path):
+        raise ModelNotFoundError(f'ONNX file not found: {path}')
+    session = ort_session(path)
+    inputs = [(i.name, i.type) for i in session.get_inputs()]
+    outputs = [o.name for o in session.get_outputs()]
+    if outputs == ['labels']:
+        raise NotQuantizableError(
+            f'{path} is a labels-only export (--output labels): calibration and the '
+            'self-check compare logits and run the file inside mmseg\'s test, which needs '
+            'them; export with --output logits (the default) and quantize that file')
+    if outputs != ['logits'] or inputs != [('images', 'tensor(float)')]:
+        raise NotQuantizableError(
+            f'{path} has inputs {inputs} and outputs {outputs}; expected an fp32 export of '
+            "tools/export_onnx.py (float 'images' in, 'logits' out)")
+
+
+class _InputRecorder(OnnxRuntimeSegmentor):
+    """An :class:`OnnxRuntimeSegmentor` that keeps every input its graph runs on."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.recorded: List[np.ndarray] = []
+
+    def encode_decode(self, inputs: torch.Tensor, batch_img_metas: List[dict]) -> torch.Tensor:
+        self.recorded.append(np.ascontiguousarray(inputs.detach().float().cpu().numpy()))
+        return super().encode_decode(inputs, batch_img_metas)
+
+
+def _segmentor(cfg: Config, onnx_file: str, cls=OnnxRuntimeSegmentor) -> OnnxRuntimeSegmentor:
+    """``onnx_file`` inside the config's pre-processing and test mode, as tools/test.py runs
+    it."""
+    kwargs = onnx_model_cfg(cfg.model, onnx_file)
+    kwargs.pop('type')
+    return cls(**kwargs).eval()
+
+
+class _CalibrationInputs:
+    """Recorded graph inputs as ONNX Runtime's ``CalibrationDataReader`` (which accepts any
+    class with ``get_next``); ``__len__`` and ``set_range`` let the calibrator collect one
+    input at a time instead of keeping every intermediate tensor of every input."""
+
+    def __init__(self, inputs: Sequence[np.ndarray]) -> None:
+        self.inputs = list(inputs)
+        self.set_range(0, len(self.inputs))
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._pending = iter(self.inputs[start_index:end_index])
+
+    def get_next(self) -> Optional[dict]:
+        images = next(self._pending, None)
+        return None if images is None else {'images': images}
+
+
+def _datasets(cfg: Config, dataloader: str, pipeline: list) -> list:
+    """The datasets of ``dataloader`` (those inside wrappers), built with ``pipeline``."""
+    from mmseg.registry import DATASETS
+    try:
+        check_data(cfg, [dataloader])
+    except (FileNotFoundError, ValueError) as err:
+        raise CalibrationDataError(f'{dataloader} cannot be read: {err}') from err
+    datasets = [DATASETS.build({**dataset, 'pipeline': pipeline})
+                for _, dataset in dataloader_datasets(cfg, [dataloader])]
+    if not sum(len(d) for d in datasets):
+        raise CalibrationDataError(f'{dataloader} has no images (its datasets: '
+                                   f'{[d.data_prefix for d in datasets]})')
+    return datasets
+
+
+def _indexed(datasets: list) -> List[Tuple[object, int]]:
+    return [(dataset, i) for dataset in datasets for i in range(len(dataset))]
+
+
+def _draw(items: list, count: int, seed: int) -> list:
+    """``count`` of ``items`` (all of them if fewer), drawn with ``seed``."""
+    if count >= len(items):
+        return list(items)
+    picked = np.random.default_rng(seed).choice(len(items), count, replace=False)
+    return [items[i] for i in picked]
+
+
+def _image_path(item: Tuple[object, int]) -> str:
+    dataset, index = item
+    return os.path.abspath(dataset.get_data_info(index)['img_path'])
+
+
+def _predict(model: OnnxRuntimeSegmentor, item: Tuple[object, int]):
+    dataset, index = item
+    with torch.no_grad():
+        return model.test_step(pseudo_collate([dataset[index]]))[0]
+
+
+def _calibration_inputs(cfg: Config, fp32_file: str, items: list) -> List[np.ndarray]:
+    recorder = _segmentor(cfg, fp32_file, _InputRecorder)
+    for item in items:
+        _predict(recorder, item)
+    return recorder.recorded
+
+
+def _quantize(fp32_file: str, int8_file: str, inputs: Sequence[np.ndarray],
+              method: str) -> None:
+    quantization = quantization_api()
+    methods = dict(minmax=quantization.CalibrationMethod.MinMax,
+                   entropy=quantization.CalibrationMethod.Entropy,
+                   percentile=quantization.CalibrationMethod.Percentile)
+    with tempfile.TemporaryDirectory(prefix='mmseg-incnext-quant.') as folder:
+        prepared = os.path.join(folder, 'prepared.onnx')
+        # ONNX Runtime's symbolic shape inference gives up on our dynamic exports
+        # ("Incomplete symbolic shape inference"); ONNX's own shape inference still runs.
+        quantization.quant_pre_process(fp32_file, prepared, skip_symbolic_shape=True)
+        quantization.quantize_static(
+            prepared, int8_file, _CalibrationInputs(inputs),
+            quant_format=quantization.QuantFormat.QDQ, per_channel=True,
+            weight_type=quantization.QuantType.QInt8,
+            activation_type=quantization.QuantType.QUInt8,
+            calibrate_method=methods[method], extra_options=dict(CalibStridedMinMax=1))
+
+
+def self_check(cfg: Config, fp32_file: str, int8_file: str, items: list,
+               num_classes: int, ignore_index: int = 255) -> SelfCheck:
+    """Segment ``items`` (dataset, index) with both files as mmseg's test does; compare."""
+    from mmseg.evaluation import IoUMetric
+    fp32, int8 = _segmentor(cfg, fp32_file), _segmentor(cfg, int8_file)
+    equal = pixels = 0
+    areas = {'fp32': [], 'int8': []}
+    for item in items:
+        results = dict(fp32=_predict(fp32, item), int8=_predict(int8, item))
+        labels = {k: r.pred_sem_seg.data[0] for k, r in results.items()}
+        equal += int((labels['fp32'] == labels['int8']).sum())
+        pixels += labels['fp32'].numel()
+        if 'gt_sem_seg' in results['fp32']:
+            truth = results['fp32'].gt_sem_seg.data[0].to(labels['fp32'])
+            for name, predicted in labels.items():
+                areas[name].append(IoUMetric.intersect_and_union(predicted, truth, num_classes,
+                                                                 ignore_index))
+
+    def miou(per_image) -> Optional[float]:
+        if len(per_image) != len(items):
+            return None
+        totals = [sum(area[k] for area in per_image) for k in range(4)]
+        iou = IoUMetric.total_area_to_metrics(*totals, metrics=['mIoU'])['IoU']
+        return float(np.round(np.nanmean(iou) * 100, 2))
+
+    return SelfCheck(len(items), equal / pixels, miou(areas['fp32']), miou(areas['int8']))
+
+
+def _test_pipeline(cfg: Config) -> list:
+    return copy.deepcopy(next(iter(dataloader_datasets(cfg, ['test_dataloader'])))[1].pipeline)
+
+
+def quantize_onnx(cfg: Config, fp32_file: str, int8_file: str, calib_images: int = 32,
+                  val_images: int = 32, min_agreement: float = 0.98, seed: int = 0,
+                  method: str = 'minmax') -> QuantizationReport:
+    """Quantize ``fp32_file`` (an fp32 logits export of the model of ``cfg``) to
+    ``int8_file``.
+
+    Args:
+        cfg: the model's config; its ``train_dataloader`` dataset gives the calibration
+            images, its ``val_dataloader`` dataset (else ``test_dataloader``'s) the check
+            images, its test dataloader's pipeline, ``model.data_preprocessor`` and
+            ``model.test_cfg`` process both, and the evaluator's ``ignore_index`` (default
+            255) applies to the mIoU.
+        calib_images: training images to calibrate on, drawn with ``seed`` (all if fewer).
+        val_images: held-out images to check on, drawn with ``seed`` from the validation
+            images that are not among the calibration images (all if fewer).
+        min_agreement: smallest accepted fraction of pixels with equal int8 and fp32 labels.
+        method: how activation ranges are calibrated, one of :data:`CALIBRATION_METHODS`.
+
+    The file is written under a temporary name beside ``int8_file`` and renamed only if the
+    check passed; otherwise :class:`AgreementError` gives the figures and no file is left.
+    """
+    from mmengine.registry import init_default_scope
+    if method not in CALIBRATION_METHODS:
+        raise ValueError(f'method must be one of {CALIBRATION_METHODS}, got {method!r}')
+    if calib_images < 1 or val_images < 1:
+        raise ValueError(f'calib_images and val_images must be >= 1, got {calib_images} '
+                         f'and {val_images}')
+    if os.path.abspath(fp32_file) == os.path.abspath(int8_file):
+        raise ValueError(f'the int8 file would replace the fp32 file {fp32_file}; give '
+                         'another --out')
+    quantization_api()
+    check_fp32_export(fp32_file)
+    init_default_scope(cfg.get('default_scope', 'mmseg'))
+    pipeline = _test_pipeline(cfg)
+    training = _indexed(_datasets(cfg, 'train_dataloader', pipeline))
+    calibration = _draw(training, calib_images, seed)
+    val_loader = 'val_dataloader' if cfg.get('val_dataloader') else 'test_dataloader'
+    used: Set[str] = {_image_path(item) for item in calibration}
+    held_out = [item for item in _indexed(_datasets(cfg, val_loader, pipeline))
+                if _image_path(item) not in used]
+    if not held_out:
+        raise CalibrationDataError(f'every image of {val_loader} is a calibration image; '
+                                   'the self-check needs held-out images')
+    check_items = _draw(held_out, val_images, seed)
+    evaluator = cfg.get('val_evaluator') or {}
+    ignore_index = evaluator.get('ignore_index', 255) if isinstance(evaluator, dict) else 255
+    num_classes = len(check_items[0][0].metainfo['classes'])
+
+    inputs = _calibration_inputs(cfg, fp32_file, calibration)
+    with atomic_output(int8_file) as tmp:
+        _quantize(fp32_file, tmp, inputs, method)
+        check = self_check(cfg, fp32_file, tmp, check_items, num_classes, ignore_index)
+        if check.label_agreement < min_agreement:
+            raise AgreementError(
+                f'int8 labels equal the fp32 labels on {100 * check.label_agreement:.2f}% of '
+                f'the pixels of {check.images} held-out images, below --min-agreement '
+                f'{100 * min_agreement:.2f}%{describe_mious(check)}; no file written')
+    return QuantizationReport(method, seed, len(calibration), len(inputs), len(training), check)
+
+
+def describe_mious(check: SelfCheck) -> str:
+    if check.miou_fp32 is None:
+        return ' (no annotations, no mIoU)'
+    return f' (mIoU fp32 {check.miou_fp32:.2f}, int8 {check.miou_int8:.2f})'

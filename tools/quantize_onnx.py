@@ -1,0 +1,72 @@
+"""Quantize an fp32 ONNX export to int8 (calibrated), and keep it only if it checks out.
+
+    python tools/quantize_onnx.py CONFIG MODEL_FP32.onnx --out MODEL_INT8.onnx
+        [--calib-images N] [--val-images M] [--min-agreement P] [--seed S]
+        [--method minmax|entropy|percentile]
+
+MODEL_FP32.onnx is a ``tools/export_onnx.py`` file with ``--output logits`` (with
+``--dynamic`` for any image size). ONNX Runtime's static quantization (QDQ, per-channel int8
+weights, uint8 activations) is calibrated on N images drawn with seed S from the config's
+training set, through the config's test pipeline and data preprocessor. Then both files
+segment M held-out images of the config's validation set as ``tools/test.py`` does; the label
+agreement and both mIoUs are printed, and the file is written only if the agreement is at
+least P. The int8 file runs wherever the fp32 one does (``tools/test.py``,
+``tools/image_demo.py``). Needs ``pip install -e .[deploy]``.
+"""
+import quiet_warnings  # noqa: F401  (first: filters known third-party warnings)
+import argparse
+import os
+import sys
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO_ROOT not in sys.path:
+    sys.path.insert(0, REPO_ROOT)
+
+from mmengine.config import Config, DictAction  # noqa: E402
+
+import mmseg_incnext.stack_fixes  # noqa: F401,E402  (atomic writes, like every tool)
+from mmseg_incnext.deploy.quantize import (  # noqa: E402
+    CALIBRATION_METHODS, QuantizationError, describe_mious,
+    quantize_onnx)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('config')
+    parser.add_argument('model', help='the fp32 .onnx file (tools/export_onnx.py)')
+    parser.add_argument('--out', required=True, help='the int8 .onnx file to write')
+    parser.add_argument('--calib-images', type=int, default=32,
+                        help='training images to calibrate on (default 32)')
+    parser.add_argument('--val-images', type=int, default=32,
+                        help='held-out validation images to check on (default 32)')
+    parser.add_argument('--min-agreement', type=float, default=0.98,
+                        help='smallest accepted fraction of pixels whose int8 label equals '
+                        'the fp32 label (default 0.98)')
+    parser.add_argument('--seed', type=int, default=0, help='seed of the image draws')
+    parser.add_argument('--method', choices=CALIBRATION_METHODS, default='minmax',
+                        help='calibration of the activation ranges (default minmax)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings (e.g. the data roots), xxx=yyy format')
+    args = parser.parse_args()
+
+    if not os.path.isfile(args.config):
+        raise SystemExit(f'Config file not found: {args.config}')
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    try:
+        report = quantize_onnx(cfg, args.model, args.out, args.calib_images, args.val_images,
+                               args.min_agreement, args.seed, args.method)
+    except QuantizationError as err:
+        raise SystemExit(f'{type(err).__name__}: {err}')
+    check = report.check
+    print(f'calibration: {report.method}, {report.calibration_images} of '
+          f'{report.training_images} training images (seed {report.seed}), '
+          f'{report.calibration_inputs} inputs through the test pipeline')
+    print(f'self-check on {check.images} held-out images: int8 labels equal fp32 on '
+          f'{100 * check.label_agreement:.2f}% of the pixels{describe_mious(check)}')
+    print(f'wrote {args.out}')
+
+
+if __name__ == '__main__':
+    main()
