@@ -1,11 +1,16 @@
-"""Training hooks for long jobs: stop on a non-finite loss, and resume bit-exactly."""
+"""Training hooks for long jobs: stop on a non-finite loss, resume bit-exactly, and resume
+only the model that wrote the checkpoint."""
 import math
-from typing import Optional, Sequence
+import os
+from typing import Any, Mapping, Optional, Sequence
 
 import torch
 from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+from mmengine.runner import find_latest_checkpoint
 
 from mmseg.registry import HOOKS
+from mmseg_incnext.checkpoint_safety import CheckpointError
 
 
 @HOOKS.register_module()
@@ -56,7 +61,9 @@ class ResumeRandomStateHook(Hook):
     mmengine restores weights, optimizer, schedulers and skips the data already seen (so
     the data order and numpy-based augmentations repeat), but not the torch generator that
     drives drop path and dropout; a resumed run therefore drifts from an uninterrupted one.
-    With this hook (and ``randomness=dict(seed=..., deterministic=True)``), it does not.
+    With this hook and ``randomness=dict(seed=..., deterministic=True)`` it does not, on a
+    CPU; on GPUs some CUDA kernels (the backward of bilinear resizing) add in no fixed order,
+    so a resumed run there matches only up to rounding.
     The state is restored just before the first iteration after resuming, once mmengine's
     data skipping, which consumes no torch randomness, is done.
     """
@@ -81,3 +88,105 @@ class ResumeRandomStateHook(Hook):
         if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(cuda)
         self._pending = None
+
+
+def describe_model(model_cfg: Optional[Mapping]) -> str:
+    """A one-line description of a segmentor config: its type and its parts' types, with
+    the backbone's ``arch``/``depth`` and the decode head's ``num_classes``."""
+    if not model_cfg:
+        return 'a model built without a config'
+    parts = []
+    for key in ('backbone', 'neck', 'decode_head', 'auxiliary_head'):
+        part = model_cfg.get(key)
+        if part:
+            parts.append(f"{key} {'+'.join(_describe_part(p) for p in _as_list(part))}")
+    return f"{model_cfg.get('type', '?')}: {', '.join(parts)}" if parts else str(
+        model_cfg.get('type', '?'))
+
+
+def _as_list(value: Any) -> list:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _describe_part(part: Mapping) -> str:
+    name = str(part.get('type', '?'))
+    for key in ('arch', 'depth'):
+        if isinstance(part.get(key), (str, int)):
+            name += f'-{part[key]}'
+    if part.get('num_classes') is not None:
+        name += f" ({part['num_classes']} classes)"
+    return name
+
+
+def tensor_differences(saved: Mapping[str, Any], model: torch.nn.Module) -> str:
+    """How the tensors of a checkpoint's state dict differ from ``model``'s, in names and
+    shapes, said from the model's side ('' when they match)."""
+    own = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    theirs = {name[len('module.'):] if name.startswith('module.') else name:
+              tuple(getattr(t, 'shape', ())) for name, t in saved.items()}
+    missing = sorted(own.keys() - theirs.keys())
+    extra = sorted(theirs.keys() - own.keys())
+    reshaped = sorted(k for k in own.keys() & theirs.keys() if own[k] != theirs[k])
+    found = []
+    if missing:
+        found.append(f'the checkpoint lacks {len(missing)} of its tensors (e.g. {missing[0]})')
+    if extra:
+        found.append(f'{len(extra)} tensors of the checkpoint are not in it (e.g. {extra[0]})')
+    if reshaped:
+        key = reshaped[0]
+        found.append(f'the shape differs for {len(reshaped)} (e.g. {key}: {list(theirs[key])} '
+                     f'in the checkpoint, {list(own[key])} in the model)')
+    return '; '.join(found)
+
+
+@HOOKS.register_module()
+class ResumeSameModelHook(Hook):
+    """Refuse to ``--resume`` from a checkpoint that another model wrote.
+
+    mmengine resumes from the last checkpoint of the work dir and loads it non-strictly, so
+    a second model trained in the same work dir would continue from the first one's weights
+    where the names match and from its own initialisation elsewhere. This hook writes the
+    config's path and a description of its model into each checkpoint's ``meta``
+    (``meta['written_by']``) and, when a run resumes (``resume=True``, the ``--resume`` of
+    both train.py), compares the checkpoint's tensors with the model's, names and shapes,
+    before any weight is copied. Other settings (data, schedule, init checkpoint, SyncBN or
+    BN) may differ. A mismatch raises :class:`CheckpointError` naming the checkpoint, the
+    config that wrote it (for a checkpoint without ``written_by``: mmengine's run name,
+    ``<config name>_<time>``), this run's config and the work dir. Config::
+
+        custom_hooks = [dict(type='ResumeSameModelHook')]
+    """
+
+    priority = 'VERY_HIGH'  # check before any other hook acts on the loaded checkpoint
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        checkpoint.setdefault('meta', {})['written_by'] = dict(
+            config=_config_path(runner), model=describe_model(runner.cfg.get('model')))
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        if not runner.cfg.get('resume', False):
+            return  # load_from (fine-tuning, testing) may load any model's weights
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        saved = checkpoint.get('state_dict', checkpoint)
+        difference = tensor_differences(saved, model)
+        if not difference:
+            return
+        meta = checkpoint.get('meta', {})
+        record = meta.get('written_by')
+        writer = (f"{record['config']} ({record['model']})" if record else
+                  f"run {meta.get('experiment_name', '?')!r} (mmengine's <config name>_<time>; "
+                  'the checkpoint does not record its config)')
+        path = runner.cfg.get('load_from') or find_latest_checkpoint(runner.work_dir)
+        raise CheckpointError(
+            f'--resume refused: {path} was written by another model, no weight was loaded.\n'
+            f'  written by: {writer}\n'
+            f"  this run:   {_config_path(runner)} ({describe_model(runner.cfg.get('model'))})\n"
+            f'  this model: {difference}\n'
+            f'  work dir:   {runner.work_dir}\n'
+            'Pass --work-dir to train this model in a folder of its own, or drop --resume to '
+            'train it from the start.')
+
+
+def _config_path(runner) -> str:
+    filename = runner.cfg.filename
+    return os.path.abspath(filename) if filename else 'a config without a file'

@@ -8,7 +8,7 @@ from mmengine.registry import init_default_scope
 import mmseg_incnext  # noqa: F401
 from mmseg.registry import MODELS
 from mmseg_incnext.complexity import PAPER_MODEL_SIZES, count_params_and_macs
-from mmseg_incnext.weights import RELEASE_URLS
+from mmseg_incnext.weights import RELEASE_URLS, release_url
 from tests.helpers import REPO_ROOT
 
 ARCHS = {'t': 'tiny', 's': 'small', 'b': 'base'}
@@ -36,7 +36,9 @@ def test_recipe_matches_paper(name):
     backbone = cfg.model.backbone
     assert cfg.custom_imports['imports'] == ['mmseg_incnext', 'mmseg_incnext.stack_fixes']
     assert backbone.type == 'InceptionNeXt' and backbone.arch == ARCHS[size]
-    assert backbone.init_cfg == dict(type='Pretrained', checkpoint=RELEASE_URLS[ARCHS[size]])
+    assert backbone.init_cfg == dict(type='Pretrained',
+                                     checkpoint=f'inceptionnext://{ARCHS[size]}')
+    assert release_url(backbone.init_cfg.checkpoint) == RELEASE_URLS[ARCHS[size]]
     assert backbone.norm_cfg.type == 'SyncBN' and backbone.out_norm_cfg.type == 'SyncBN'
     assert cfg.model.decode_head.num_classes == 150
     assert cfg.crop_size == (512, 512) and cfg.model.data_preprocessor.size == (512, 512)

@@ -4,6 +4,8 @@
 # real recipes are configs/fpn and configs/upernet.
 _base_ = ['../fpn/incnext_t_ade20k.py']
 
+# Its own folder, not the inherited FPN-T one (--work-dir overrides it).
+work_dir = './work_dirs/demo_incnext_atto_fpn_synthetic'
 data_root = 'data/synthetic_ade'
 crop_size = (128, 128)
 norm_cfg = dict(type='BN', requires_grad=True)  # single process, CPU
