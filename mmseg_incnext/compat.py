@@ -79,6 +79,53 @@ def depthwise_training_prefers_nchw(x: torch.Tensor) -> bool:
             and x.is_contiguous(memory_format=torch.channels_last))
 
 
+def onednn_version() -> tuple:
+    """(major, minor) of the oneDNN torch was built with, () if it reports none."""
+    return _onednn_version()
+
+
+def timm_stage_outputs(model: torch.nn.Module):
+    """The function returning the stage outputs of a timm ``model``: its
+    ``forward_intermediates`` where it has one (timm 1.0 and later, per model), else
+    ``forward_features`` (every stage run, the last one returned)."""
+    if hasattr(model, 'forward_intermediates'):
+        return lambda x: model.forward_intermediates(x, intermediates_only=True)
+    return model.forward_features
+
+
+_FUSED_ADAMW = {}
+
+
+def fused_adamw_runs_on(device_type: str) -> bool:
+    """Whether torch has a fused AdamW for float parameters on ``device_type`` (CUDA on
+    every torch we support; CPU on torch 2.13, not on 2.1); asked once per device type."""
+    if device_type not in _FUSED_ADAMW:
+        probe = torch.zeros(1, device=device_type, requires_grad=True)
+        try:
+            torch.optim.AdamW([probe], fused=True)
+        except RuntimeError:  # fused=True on a device without the kernel
+            _FUSED_ADAMW[device_type] = False
+        else:
+            _FUSED_ADAMW[device_type] = True
+    return _FUSED_ADAMW[device_type]
+
+
+def _profiler_device_time_key() -> str:
+    from torch.autograd.profiler_util import FunctionEventAvg
+    fields = vars(FunctionEventAvg())
+    return 'self_device_time_total' if 'self_device_time_total' in fields else (
+        'self_cuda_time_total')  # torch 2.1
+
+
+_PROFILER_DEVICE_TIME_KEY = _profiler_device_time_key()
+
+
+def profiler_self_time_key(device_type: str) -> str:
+    """The attribute of a ``torch.profiler`` average holding an op's self time on
+    ``device_type`` (CPU, or the accelerator: ``device`` on torch 2.13, ``cuda`` on 2.1)."""
+    return 'self_cpu_time_total' if device_type == 'cpu' else _PROFILER_DEVICE_TIME_KEY
+
+
 def _tensor_rebuilders() -> dict:
     names = ('_rebuild_tensor', '_rebuild_tensor_v2', '_rebuild_tensor_v3',
              '_rebuild_parameter', '_rebuild_parameter_with_state')
