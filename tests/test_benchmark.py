@@ -1,12 +1,23 @@
-"""tools/benchmark.py: every contender runs (an error row fails), and the reports add up."""
+"""tools/benchmark.py and mmseg_incnext.benchmark: every contender runs (an error row
+fails), and the reports add up."""
 import json
 import os
 import subprocess
 import sys
+from functools import partial
 
 import pytest
 import torch
 
+from mmseg_incnext.benchmark import cli
+from mmseg_incnext.benchmark.contenders import (backbone_comparisons, module_features,
+                                                segmentor_comparisons)
+from mmseg_incnext.benchmark.report import (control_gaps, format_control_gaps,
+                                            format_ratios_over_runs, format_table, is_quiet,
+                                            ratios_over_runs, summarise)
+from mmseg_incnext.benchmark.rounds import round_orders
+from mmseg_incnext.benchmark.specs import Comparison, ModelSpec, select
+from mmseg_incnext.benchmark.timing import measure
 from tests.helpers import HUNG_AFTER_S, REPO_ROOT
 
 
@@ -77,38 +88,26 @@ def test_benchmark_segmentor_level_reports_the_backbone_bound(tmp_path):
     assert 'a backbone costing nothing' in proc.stdout
 
 
-@pytest.fixture(scope='module')
-def benchmark():
-    sys.path.insert(0, os.path.join(REPO_ROOT, 'tools'))
-    try:
-        import benchmark
-        yield benchmark
-    finally:
-        sys.path.remove(os.path.join(REPO_ROOT, 'tools'))
-
-
-def test_a_failing_contender_is_reported_and_the_others_are_timed(benchmark):
-    def broken(channels_last):
+def test_a_failing_contender_is_reported_and_the_others_are_timed():
+    def broken():
         raise RuntimeError('cannot build\nsecond line')
 
-    ok = benchmark.ModelSpec('conv', lambda cl: torch.nn.Conv2d(3, 4, 3),
-                             benchmark.module_features)
-    bad = benchmark.ModelSpec('broken', broken, benchmark.module_features)
-    results = benchmark.measure([bad, ok], ['nchw', 'cl'], 'train', torch.randn(2, 3, 8, 8),
-                                warmup=0, repeats=2, memory=False)
+    ok = ModelSpec('conv', partial(torch.nn.Conv2d, 3, 4, 3), module_features)
+    bad = ModelSpec('broken', broken, module_features)
+    results = measure([bad, ok], ['nchw', 'cl'], 'train', torch.randn(2, 3, 8, 8), warmup=0,
+                      repeats=2, memory=False)
     by_name = {(m.model.name, m.layout): m for m in results}
     assert by_name[('broken', 'cl')].error == 'RuntimeError: cannot build'
     assert by_name[('broken', 'cl')].seconds == []
     assert len(by_name[('conv', 'nchw')].seconds) == 2 and by_name[('conv', 'nchw')].error is None
-    rows = benchmark.summarise(results, batch=2)
-    table = benchmark.format_table('t', benchmark.Comparison('t', (ok, bad), {'conv': (ok, )}),
-                                   rows)
+    rows = summarise(results, batch=2)
+    table = format_table('t', Comparison('t', (ok, bad), {'conv': (ok, )}), rows)
     assert '| broken | nchw | RuntimeError: cannot build |' in table
     with pytest.raises(AssertionError):
         assert_no_error_rows(dict(runs=[dict(mode='train', rows=rows)]))
 
 
-def test_rounds_balance_positions_and_predecessors(benchmark):
+def test_rounds_balance_positions_and_predecessors():
     calls = []
 
     class Recorder(torch.nn.Module):
@@ -120,15 +119,14 @@ def test_rounds_balance_positions_and_predecessors(benchmark):
             calls.append(self.name)
             return x
 
-    specs = [benchmark.ModelSpec(name, lambda cl, name=name: Recorder(name),
-                                 benchmark.module_features) for name in 'abcd']
-    benchmark.measure(specs, ['nchw'], 'infer', torch.randn(1, 3, 4, 4), warmup=0, repeats=4,
-                      memory=False)
+    specs = [ModelSpec(name, partial(Recorder, name), module_features) for name in 'abcd']
+    measure(specs, ['nchw'], 'infer', torch.randn(1, 3, 4, 4), warmup=0, repeats=4,
+            memory=False)
     rounds = [calls[i:i + 4] for i in range(0, 16, 4)]
     assert rounds == [list('abdc'), list('bcad'), list('cdba'), list('dacb')]
     for n in (2, 3, 4, 5, 7):
         times = 2 if n % 2 else 1  # an odd n needs 2n rounds
-        orders = benchmark.round_orders(n, times * n)
+        orders = round_orders(n, times * n)
         assert all(sorted(order) == list(range(n)) for order in orders)
         for model in range(n):  # every position, equally often
             assert sorted(order.index(model) for order in orders) == sorted(
@@ -136,53 +134,53 @@ def test_rounds_balance_positions_and_predecessors(benchmark):
         pairs = [(order[i - 1], order[i]) for order in orders for i in range(1, n)]
         expected = [(a, b) for a in range(n) for b in range(n) if a != b]
         assert sorted(pairs) == sorted(expected * times)  # every predecessor, equally often
-    assert benchmark.round_orders(3, 8)[6:] == benchmark.round_orders(3, 2)
+    assert round_orders(3, 8)[6:] == round_orders(3, 2)
 
 
-def test_ratios_over_runs_take_each_runs_best_layout(benchmark):
-    ours = benchmark.ModelSpec('ours', None, None)
-    ref = benchmark.ModelSpec('ref', None, None)
-    comparison = benchmark.Comparison('t', (ours, ref), {'ref': (ref, )})
+def test_ratios_over_runs_take_each_runs_best_layout():
+    ours = ModelSpec('ours', None, None)
+    ref = ModelSpec('ref', None, None)
+    comparison = Comparison('t', (ours, ref), {'ref': (ref, )})
 
     def rows(ours_speeds, ref_speed):
         return ([dict(model='ours', layout=layout, img_s=v)
                  for layout, v in zip(('nchw', 'cl'), ours_speeds)]
                 + [dict(model='ref', layout='cl', img_s=ref_speed)])
     runs = [rows((1.0, 3.0), 2.0), rows((4.0, 2.0), 2.0), rows((2.0, 2.2), 2.0)]
-    ratios = benchmark.ratios_over_runs(comparison, runs)
+    ratios = ratios_over_runs(comparison, runs)
     assert ratios['ours']['ref'] == pytest.approx([1.5, 2.0, 1.1])
-    table = benchmark.format_ratios_over_runs('t', ratios)
+    table = format_ratios_over_runs('t', ratios)
     assert '| ours | 1.50 / 2.00 / 1.10 | 1.50 |' in table
     failed = [rows((1.0, 3.0), 2.0), [dict(model='ours', layout='cl', error='boom')]]
-    assert benchmark.ratios_over_runs(comparison, failed)['ours']['ref'] == [1.5, None]
+    assert ratios_over_runs(comparison, failed)['ours']['ref'] == [1.5, None]
 
 
-def test_only_keeps_the_references_and_refuses_an_unknown_name(benchmark):
-    comparisons = benchmark.backbone_comparisons('atto')
-    (kept, ) = benchmark.select(comparisons, ['unfused'])
+def test_only_keeps_the_references_and_refuses_an_unknown_name():
+    comparisons = backbone_comparisons('atto')
+    (kept, ) = select(comparisons, ['unfused'])
     assert [m.name for m in kept.models] == [
         'InceptionNeXt-A (ours, unfused)', 'timm-InceptionNeXt-A', 'ConvNeXt-T',
         'mmpretrain-ConvNeXt-T']
     assert 'InceptionNeXt-A (ours, no output norms)' in [
         m.name for m in comparisons[0].models]
-    assert [c.title for c in benchmark.select(benchmark.segmentor_comparisons(), ['FPN'])] \
-        == ['FPN']
+    assert [c.title for c in select(segmentor_comparisons(), ['FPN'])] == ['FPN']
     with pytest.raises(SystemExit, match='matches no model'):
-        benchmark.select(comparisons, ['no such model'])
+        select(comparisons, ['no such model'])
 
 
-def test_control_pairs_measure_the_noise_and_gate_the_runs(benchmark):
-    ours, copy, ref = (benchmark.ModelSpec(name, None, None) for name in ('a', 'a copy', 'ref'))
-    comparison = benchmark.Comparison('t', (ours, copy, ref), {'ref': (ref, )}, ((ours, copy), ))
+def test_control_pairs_measure_the_noise_and_gate_the_runs():
+    ours, copy, ref = (ModelSpec(name, None, None) for name in ('a', 'a copy', 'ref'))
+    comparison = Comparison('t', (ours, copy, ref), {'ref': (ref, )}, ((ours, copy), ))
     rows = [dict(model='a', layout='cl', img_s=1.0), dict(model='a', layout='nchw', img_s=0.5),
             dict(model='a copy', layout='cl', img_s=1.04), dict(model='ref', layout='cl', img_s=1)]
-    gaps = benchmark.control_gaps(comparison, rows)
+    gaps = control_gaps(comparison, rows)
     assert gaps == {'a': pytest.approx(1 - 1 / 1.04)}
-    assert benchmark.is_quiet(gaps, 4) and benchmark.is_quiet(gaps, None)
-    assert not benchmark.is_quiet(gaps, 3)
-    assert not benchmark.is_quiet({'a': None}, 3)  # a pair that failed to run counts as noisy
-    assert '(over 3%: measured again)' in benchmark.format_control_gaps(gaps, 3)
+    assert is_quiet(gaps, 4) and is_quiet(gaps, None)
+    assert not is_quiet(gaps, 3)
+    assert not is_quiet({'a': None}, 3)  # a pair that failed to run counts as noisy
+    assert '(over 3%: measured again)' in format_control_gaps(gaps, 3)
     assert comparison.with_models(lambda m: m is ours).controls == ()
     assert comparison.with_models(lambda m: True).controls == ((ours, copy), )
     with pytest.raises(SystemExit, match='needs a control pair'):
-        benchmark.main(['--arch', 'atto', '--only', 'unfused', '--max-control-gap', '3'])
+        cli.main(['--arch', 'atto', '--only', 'unfused', '--max-control-gap', '3'])
+

@@ -1,0 +1,207 @@
+"""The models the benchmark compares, and the tables they form.
+
+Backbones: ours (fused, without its output norms, unfused, and control copies) against
+timm's InceptionNeXt, ConvNeXt-T (timm and mmpretrain) and ResNet-50. Segmentors: our
+UperNet and FPN configs against the same heads on timm's InceptionNeXt-T and on ConvNeXt-T,
+the backbones alone inside UperNet, and our segmentors exported to ONNX Runtime.
+The segmentors are built from this checkout's ``configs/``.
+"""
+import os
+import tempfile
+import warnings
+from functools import partial
+from typing import Callable, Dict, List
+
+import torch
+import torch.nn as nn
+
+from mmseg_incnext.benchmark.specs import Comparison, Features, ModelSpec
+from mmseg_incnext.compat import timm_stage_outputs
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SEGMENTOR_BACKBONES = ('ours', 'ours, no output norms', 'timm', 'convnext')
+
+
+def build_ours(arch: str = 'tiny', channels_last: bool = True, **kwargs) -> nn.Module:
+    """Our backbone as our configs build it (``kwargs``: further InceptionNeXt keys)."""
+    import mmseg_incnext  # noqa: F401
+    from mmseg.registry import MODELS
+    return MODELS.build(dict(type='InceptionNeXt', arch=arch, channels_last=channels_last,
+                             **kwargs))
+
+
+def build_timm(name: str) -> nn.Module:
+    """timm's model ``name``, randomly initialised."""
+    import timm
+    return timm.create_model(name, pretrained=False)
+
+
+def build_mmpretrain_convnext() -> nn.Module:
+    """mmpretrain's ConvNeXt-T returning its four stages, as a segmentor uses it."""
+    from mmpretrain.models import ConvNeXt
+    return ConvNeXt(arch='tiny', out_indices=(0, 1, 2, 3), gap_before_final_norm=False)
+
+
+def build_segmentor(config: str, backbone: str = 'ours', channels_last: bool = True
+                    ) -> nn.Module:
+    """A segmentor from our ``config`` (relative to the checkout) with our backbone (with
+    or without its output norms, built for ``channels_last``), or with timm's InceptionNeXt
+    (features only, the same drop path) or mmseg's ConvNeXt-T in its place."""
+    import mmseg_incnext  # noqa: F401
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import MODELS
+
+    from mmseg_incnext.device_adaptation import replace_sync_bn
+    if backbone not in SEGMENTOR_BACKBONES:
+        raise ValueError(f'backbone must be one of {SEGMENTOR_BACKBONES}, got {backbone!r}')
+    cfg = Config.fromfile(os.path.join(REPO_ROOT, config))
+    ours = cfg.model.backbone
+    ours.init_cfg = None
+    if backbone == 'convnext':
+        import mmpretrain.models  # noqa: F401  (registers mmpretrain.ConvNeXt)
+        # as in mmseg's convnext/convnext-tiny_upernet_8xb2-amp-160k_ade20k-512x512.py
+        cfg.model.backbone = dict(
+            type='mmpretrain.ConvNeXt', arch='tiny', out_indices=[0, 1, 2, 3],
+            drop_path_rate=0.4, layer_scale_init_value=1.0, gap_before_final_norm=False,
+            init_cfg=None)
+    elif backbone == 'timm':
+        import mmpretrain.models  # noqa: F401  (registers mmpretrain.TIMMBackbone)
+        cfg.model.backbone = dict(
+            type='mmpretrain.TIMMBackbone', model_name=f'inception_next_{ours.arch}',
+            features_only=True, out_indices=(0, 1, 2, 3),
+            drop_path_rate=ours.get('drop_path_rate', 0.0))
+    else:
+        ours.channels_last = channels_last
+        if backbone == 'ours, no output norms':
+            ours.out_norm_cfg = None
+    replace_sync_bn(cfg.model)
+    init_default_scope('mmseg')
+    return MODELS.build(cfg.model)
+
+
+def onnx_runtime_spec(name: str, config: str) -> ModelSpec:
+    """Our segmentor exported with free H and W (:func:`export_onnx`, verified), once per
+    process, and run by ONNX Runtime; inference only."""
+    exported: Dict[str, object] = {}
+
+    def build() -> nn.Module:
+        if 'path' not in exported:
+            from mmseg_incnext.deploy.onnx_export import export_onnx
+            exported['folder'] = tempfile.TemporaryDirectory()
+            path = os.path.join(exported['folder'].name, 'model.onnx')
+            with warnings.catch_warnings():
+                warnings.filterwarnings('ignore', category=torch.jit.TracerWarning)
+                warnings.filterwarnings('ignore', message='Constant folding')
+                export_onnx(build_segmentor(config), path, dynamic=True)
+            exported['path'] = path
+        from mmengine.config import Config
+
+        from mmseg_incnext.deploy.onnx_runtime import OnnxRuntimeSegmentor
+        head = Config.fromfile(os.path.join(REPO_ROOT, config)).model.decode_head
+        return OnnxRuntimeSegmentor(exported['path'], head.num_classes, head.align_corners)
+    return ModelSpec(name, build, onnx_logits, modes=('infer', ))
+
+
+def onnx_logits(model: nn.Module) -> Features:
+    """An ONNX Runtime segmentor's logits."""
+    return lambda x: model.encode_decode(x, [])
+
+
+def module_features(model: nn.Module) -> Features:
+    """The model's forward."""
+    return model
+
+
+def segmentor_logits(model: nn.Module) -> Features:
+    """A segmentor's logits (``mode='tensor'``)."""
+    return lambda x: model(x, mode='tensor')
+
+
+def segmentor_backbone(model: nn.Module) -> Features:
+    """The segmentor's ``extract_feat`` alone, on the same input."""
+    return model.extract_feat
+
+
+def backbone_comparisons(arch: str) -> List[Comparison]:
+    """Our backbone ``arch`` and its variants against timm's InceptionNeXt of that size,
+    ConvNeXt-T and ResNet-50, with two control pairs."""
+    letter = arch[0].upper()
+
+    def our_model(suffix: str, **kwargs) -> ModelSpec:
+        return ModelSpec(f'InceptionNeXt-{letter} (ours{suffix})',
+                         partial(build_ours, arch, **kwargs), module_features,
+                         builds_layout=True)
+
+    def control_copy(spec: ModelSpec) -> ModelSpec:
+        return ModelSpec(f'{spec.name} control copy', spec.build, spec.features,
+                         builds_layout=True)
+
+    timm_ref = ModelSpec(f'timm-InceptionNeXt-{letter}',
+                         partial(build_timm, f'inception_next_{arch}'), timm_stage_outputs)
+    # timm's features are the raw stage outputs: this one does the same work
+    no_out_norms = our_model(', no output norms', out_norm_cfg=None)
+    convnext = ModelSpec('ConvNeXt-T', partial(build_timm, 'convnext_tiny'), timm_stage_outputs)
+    mmpretrain_convnext = ModelSpec('mmpretrain-ConvNeXt-T', build_mmpretrain_convnext,
+                                    module_features)
+    default = our_model('')
+    control, no_out_norms_control = control_copy(default), control_copy(no_out_norms)
+    models = (default, no_out_norms, our_model(', unfused', fast_inference=False),
+              control, no_out_norms_control, timm_ref,
+              convnext, mmpretrain_convnext,
+              ModelSpec('ResNet-50', partial(build_timm, 'resnet50'), timm_stage_outputs))
+    return [Comparison(f'backbone {arch}', models,
+                       {'timm IncNeXt': (timm_ref, ),
+                        'ConvNeXt-T': (convnext, mmpretrain_convnext)},
+                       ((default, control), (no_out_norms, no_out_norms_control)))]
+
+
+UPERNET, FPN = 'configs/upernet/incnext_t_ade20k.py', 'configs/fpn/incnext_t_ade20k.py'
+
+
+def _segmentor_spec(name: str, config: str, backbone: str,
+                    features: Callable[[nn.Module], Features]) -> ModelSpec:
+    return ModelSpec(name, partial(build_segmentor, config, backbone), features,
+                     builds_layout=backbone.startswith('ours'))
+
+
+UPERNET_OURS = _segmentor_spec('UperNet-T (ours)', UPERNET, 'ours', segmentor_logits)
+UPERNET_TIMM = _segmentor_spec('UperNet-timm-IncNeXt-T', UPERNET, 'timm', segmentor_logits)
+UPERNET_CONVNEXT = _segmentor_spec('UperNet-ConvNeXt-T', UPERNET, 'convnext', segmentor_logits)
+BACKBONE_OURS = _segmentor_spec('UperNet-T (ours) [backbone only]', UPERNET, 'ours',
+                                segmentor_backbone)
+BACKBONE_CONVNEXT = _segmentor_spec('UperNet-ConvNeXt-T [backbone only]', UPERNET, 'convnext',
+                                    segmentor_backbone)
+FPN_OURS = _segmentor_spec('FPN-T (ours)', FPN, 'ours', segmentor_logits)
+FPN_TIMM = _segmentor_spec('FPN-timm-IncNeXt-T', FPN, 'timm', segmentor_logits)
+FPN_CONVNEXT = _segmentor_spec('FPN-ConvNeXt-T', FPN, 'convnext', segmentor_logits)
+
+
+def onnx_comparisons() -> List[Comparison]:
+    """Our UperNet and FPN exported to ONNX and run by ONNX Runtime, against our PyTorch
+    eager path (the fused backbone)."""
+    return [Comparison(f'{name}, ONNX Runtime', (eager, onnx_runtime_spec(
+        f'{name}-T (ours, ONNX Runtime)', config)), {'PyTorch': (eager, )})
+        for name, config, eager in (('UperNet', UPERNET, UPERNET_OURS), ('FPN', FPN, FPN_OURS))]
+
+
+def segmentor_comparisons() -> List[Comparison]:
+    """UperNet and FPN against the same heads on timm's InceptionNeXt-T and on ConvNeXt-T
+    (ours also without its output norms, and a control copy), and the backbones alone
+    inside UperNet, which shows how much of UperNet's time a backbone can save at all."""
+    def family(name: str, config: str, ours: ModelSpec, timm: ModelSpec,
+               convnext: ModelSpec) -> Comparison:
+        control = _segmentor_spec(f'{name}-T (ours) control copy', config, 'ours',
+                                  segmentor_logits)
+        return Comparison(name, (
+            ours, _segmentor_spec(f'{name}-T (ours, no output norms)', config,
+                                  'ours, no output norms', segmentor_logits),
+            control, timm, convnext), {'timm IncNeXt': (timm, ), 'ConvNeXt': (convnext, )},
+            ((ours, control), ))
+
+    return [
+        family('UperNet', UPERNET, UPERNET_OURS, UPERNET_TIMM, UPERNET_CONVNEXT),
+        Comparison('the same backbones alone', (BACKBONE_OURS, BACKBONE_CONVNEXT),
+                   {'ConvNeXt': (BACKBONE_CONVNEXT, )}),
+        family('FPN', FPN, FPN_OURS, FPN_TIMM, FPN_CONVNEXT),
+    ]
