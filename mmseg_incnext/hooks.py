@@ -62,8 +62,9 @@ class ResumeRandomStateHook(Hook):
     the data order and numpy-based augmentations repeat), but not the torch generator that
     drives drop path and dropout; a resumed run therefore drifts from an uninterrupted one.
     With this hook and ``randomness=dict(seed=..., deterministic=True)`` it does not, on a
-    CPU; on GPUs some CUDA kernels (the backward of bilinear resizing) add in no fixed order,
-    so a resumed run there matches only up to rounding.
+    CPU. (On CUDA, mmengine's ``deterministic=True`` turns on
+    ``torch.use_deterministic_algorithms``, which refuses the backward of bilinear resizing
+    that mmseg's heads use; without it, GPU kernels need not repeat bit for bit.)
     The state is restored just before the first iteration after resuming, once mmengine's
     data skipping, which consumes no torch randomness, is done.
     """

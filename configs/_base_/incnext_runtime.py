@@ -5,9 +5,10 @@ custom_hooks = [
     # Stop at the first NaN/inf loss, naming the iteration ('warn' to only log).
     dict(type='NonFiniteLossHook', action='raise'),
     # Keep torch's random state in checkpoints, so that --resume repeats the uninterrupted
-    # run: bit-exactly on a CPU with randomness=dict(seed=..., deterministic=True), which
-    # these configs do not set; on GPUs only up to rounding (CUDA's backward of bilinear
-    # resizing adds in no fixed order).
+    # run bit for bit where that run is deterministic: on a CPU, with
+    # randomness=dict(seed=..., deterministic=True). These configs do not set it: mmengine
+    # then calls torch.use_deterministic_algorithms(True), and torch has no deterministic
+    # CUDA backward of the bilinear resizing that mmseg's heads train with.
     dict(type='ResumeRandomStateHook'),
     # --resume refuses a checkpoint of another model (e.g. in a shared --work-dir).
     dict(type='ResumeSameModelHook'),
