@@ -10,11 +10,13 @@ import pytest
 import torch
 
 from mmseg_incnext.benchmark import cli
-from mmseg_incnext.benchmark.contenders import (backbone_comparisons, module_features,
-                                                segmentor_comparisons)
-from mmseg_incnext.benchmark.report import (control_gaps, format_control_gaps,
+from mmseg_incnext.benchmark.contenders import (BACKBONE_CONVNEXT, BACKBONE_OURS,
+                                                UPERNET_CONVNEXT, backbone_comparisons,
+                                                module_features, segmentor_comparisons)
+from mmseg_incnext.benchmark.report import (NoBound, control_gaps, format_control_gaps,
                                             format_ratios_over_runs, format_table, is_quiet,
-                                            ratios_over_runs, summarise)
+                                            ratios_over_runs, report_upernet_bound, summarise,
+                                            upernet_bound)
 from mmseg_incnext.benchmark.rounds import round_orders
 from mmseg_incnext.benchmark.specs import Comparison, ModelSpec, select
 from mmseg_incnext.benchmark.timing import measure
@@ -62,10 +64,12 @@ def test_benchmark_smoke(tmp_path):
     assert ('InceptionNeXt-A (ours, unfused)', 'nchw') in infer
 
 
-def test_benchmark_segmentor_level_reports_the_backbone_bound(tmp_path):
+def test_benchmark_segmentor_level_runs_and_reports_the_backbone_bound(tmp_path):
+    """Every UperNet contender runs, and the bound is reported, or why it is not: at this
+    size the ConvNeXt segmentor may time no slower than its backbone alone."""
     out = tmp_path / 'seg.json'
     cmd = [sys.executable, os.path.join(REPO_ROOT, 'tools', 'benchmark.py'), '--level',
-           'segmentor', '--sizes', '64', '--modes', 'infer', '--layouts', 'cl', '--warmup', '1',
+           'segmentor', '--sizes', '64', '--modes', 'infer', '--layouts', 'cl', '--warmup', '0',
            '--repeats', '1', '--threads', '1', '--no-memory', '--only', 'UperNet',
            '--json', str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=HUNG_AFTER_S,
@@ -74,18 +78,13 @@ def test_benchmark_segmentor_level_reports_the_backbone_bound(tmp_path):
     result = json.loads(out.read_text())
     assert_no_error_rows(result)
     (run, ) = result['runs']
-    speeds = {r['model']: r['img_s'] for r in run['rows']}
-    assert set(speeds) == {'UperNet-T (ours)', 'UperNet-T (ours, no output norms)',
-                           'UperNet-T (ours) control copy', 'UperNet-timm-IncNeXt-T',
-                           'UperNet-ConvNeXt-T', 'UperNet-T (ours) [backbone only]',
-                           'UperNet-ConvNeXt-T [backbone only]'}
-    bound = run['upernet_bound']
-    assert bound is not None, proc.stdout[-2000:]
-    # The head's time is the ConvNeXt segmentor's minus its backbone's; the bound follows.
-    head = 1 / speeds['UperNet-ConvNeXt-T'] - 1 / speeds['UperNet-ConvNeXt-T [backbone only]']
-    assert bound['head_s_per_img'] == pytest.approx(head)
-    assert bound['max_speedup'] == pytest.approx(1 / speeds['UperNet-ConvNeXt-T'] / head)
-    assert 'a backbone costing nothing' in proc.stdout
+    assert {r['model'] for r in run['rows']} == {
+        'UperNet-T (ours)', 'UperNet-T (ours, no output norms)',
+        'UperNet-T (ours) control copy', 'UperNet-timm-IncNeXt-T', 'UperNet-ConvNeXt-T',
+        'UperNet-T (ours) [backbone only]', 'UperNet-ConvNeXt-T [backbone only]'}
+    expected = ('UperNet bound not computed: UperNet-ConvNeXt-T' if run['upernet_bound'] is None
+                else 'a backbone costing nothing')
+    assert expected in proc.stdout, proc.stdout[-2000:]
 
 
 def test_a_failing_contender_is_reported_and_the_others_are_timed():
@@ -184,3 +183,34 @@ def test_control_pairs_measure_the_noise_and_gate_the_runs():
     with pytest.raises(SystemExit, match='needs a control pair'):
         cli.main(['--arch', 'atto', '--only', 'unfused', '--max-control-gap', '3'])
 
+
+def test_the_upernet_bound_follows_from_the_rows_or_says_why_not():
+    def rows(full, convnext_alone, ours_alone):
+        return [dict(model=UPERNET_CONVNEXT.name, layout='cl', img_s=full),
+                dict(model=UPERNET_CONVNEXT.name, layout='nchw', img_s=full / 2),
+                dict(model=BACKBONE_CONVNEXT.name, layout='cl', img_s=convnext_alone),
+                dict(model=BACKBONE_OURS.name, layout='cl', img_s=ours_alone)]
+
+    # 0.5 s/img in all, 0.2 of it the ConvNeXt backbone: the head takes 0.3 s (60%).
+    bound = upernet_bound(rows(2.0, 5.0, 10.0))
+    assert bound['head_s_per_img'] == pytest.approx(0.3)
+    assert bound['head_share'] == pytest.approx(0.6)
+    assert bound['max_speedup'] == pytest.approx(0.5 / 0.3)
+    assert bound['predicted_speedup'] == pytest.approx(0.5 / (0.3 + 0.1))
+    reported, line = report_upernet_bound(rows(2.0, 5.0, 10.0))
+    assert reported == bound
+    assert line.startswith('UperNet head and rest') and '1.67x' in line and '1.25x' in line
+    # The segmentor timed no slower than its backbone alone: no bound, and the line says so.
+    with pytest.raises(NoBound, match='timed no slower than'):
+        upernet_bound(rows(5.0, 4.0, 10.0))
+    assert report_upernet_bound(rows(5.0, 4.0, 10.0)) == (
+        None, 'UperNet bound not computed: UperNet-ConvNeXt-T (5.00 img/s) timed no slower '
+        'than UperNet-ConvNeXt-T [backbone only] (4.00 img/s): the head\'s time is below the '
+        'noise (more --repeats)')
+    failed = rows(2.0, 5.0, 10.0)[:2] + [dict(model=BACKBONE_CONVNEXT.name, layout='cl',
+                                             error='boom')]
+    assert report_upernet_bound(failed) == (
+        None, 'UperNet bound not computed: UperNet-ConvNeXt-T [backbone only], '
+        'UperNet-T (ours) [backbone only] not timed')
+    assert report_upernet_bound([dict(model='FPN-T (ours)', layout='cl', img_s=1.0)]) == (
+        None, None)  # a run without the bound's models reports none

@@ -16,8 +16,7 @@ from mmseg_incnext.benchmark.contenders import (backbone_comparisons, onnx_compa
                                                 segmentor_comparisons)
 from mmseg_incnext.benchmark.report import (control_gaps, format_control_gaps,
                                             format_ratios_over_runs, format_table, is_quiet,
-                                            format_upernet_bound, ratios_over_runs, summarise,
-                                            upernet_bound)
+                                            ratios_over_runs, report_upernet_bound, summarise)
 from mmseg_incnext.benchmark.specs import select
 from mmseg_incnext.benchmark.timing import LAYOUTS, measure
 
@@ -116,9 +115,9 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
             if gaps:
                 print(format_control_gaps(gaps, limit))
             if segmentor:
-                run['upernet_bound'] = upernet_bound(rows)
-                if run['upernet_bound']:
-                    print(format_upernet_bound(run['upernet_bound']))
+                run['upernet_bound'], line = report_upernet_bound(rows)
+                if line:
+                    print(line)
             result['runs'].append(run)
             if quiet:
                 kept_runs.append(rows)

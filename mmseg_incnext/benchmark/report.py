@@ -2,7 +2,7 @@
 ratios, the ratios over several runs, the control pairs' gaps that gate a run, and the
 bound Amdahl's law puts on what a faster backbone can gain in UperNet."""
 import statistics
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from mmseg_incnext.benchmark.contenders import BACKBONE_CONVNEXT, BACKBONE_OURS, UPERNET_CONVNEXT
 from mmseg_incnext.benchmark.specs import Comparison, ModelSpec
@@ -120,17 +120,31 @@ def is_quiet(gaps: Dict[str, Optional[float]], limit: Optional[float]) -> bool:
                                 for gap in gaps.values())
 
 
-def upernet_bound(rows: Sequence[dict]) -> Optional[dict]:
-    """Amdahl's law for UperNet: the head's time (the ConvNeXt segmentor minus its backbone)
-    is the same whatever the backbone, so it caps what a faster backbone can gain."""
-    def seconds(spec: ModelSpec) -> Optional[float]:
-        speed = best_speed(rows, (spec, ))
-        return 1 / speed if speed else None
+class NoBound(ValueError):
+    """The UperNet bound cannot be computed from these rows; the message says why."""
 
-    full, theirs, ours = (seconds(UPERNET_CONVNEXT), seconds(BACKBONE_CONVNEXT),
-                          seconds(BACKBONE_OURS))
-    if not (full and theirs and ours) or full <= theirs:
-        return None
+
+UPERNET_BOUND_MODELS = (UPERNET_CONVNEXT, BACKBONE_CONVNEXT, BACKBONE_OURS)
+
+
+def upernet_bound(rows: Sequence[dict]) -> dict:
+    """Amdahl's law for UperNet: the head's time (the ConvNeXt segmentor minus its backbone)
+    is the same whatever the backbone, so it caps what a faster backbone can gain.
+
+    Returns the head's seconds per image and share of the ConvNeXt segmentor's time, the
+    speed-up a backbone costing nothing would give, and the one ours as timed alone
+    predicts. Raises :class:`NoBound` if one of the three timings is missing, or if the
+    segmentor did not time slower than its backbone alone (too few repeats for the noise).
+    """
+    speeds = {spec.name: best_speed(rows, (spec, )) for spec in UPERNET_BOUND_MODELS}
+    missing = [name for name, speed in speeds.items() if not speed]
+    if missing:
+        raise NoBound(f'{", ".join(missing)} not timed')
+    full, theirs, ours = (1 / speeds[spec.name] for spec in UPERNET_BOUND_MODELS)
+    if full <= theirs:
+        raise NoBound(f'{UPERNET_CONVNEXT.name} ({1 / full:.2f} img/s) timed no slower than '
+                      f'{BACKBONE_CONVNEXT.name} ({1 / theirs:.2f} img/s): the head\'s time '
+                      'is below the noise (more --repeats)')
     head = full - theirs
     return dict(head_s_per_img=head, head_share=head / full, max_speedup=full / head,
                 predicted_speedup=full / (head + ours))
@@ -143,3 +157,16 @@ def format_upernet_bound(bound: dict) -> str:
             f"UperNet-ConvNeXt-T; a backbone costing nothing would make UperNet at most "
             f"{bound['max_speedup']:.2f}x, ours as timed alone predicts "
             f"{bound['predicted_speedup']:.2f}x")
+
+
+def report_upernet_bound(rows: Sequence[dict]) -> Tuple[Optional[dict], Optional[str]]:
+    """The UperNet bound of a run (None if it cannot be computed) and the line that says it
+    or why not; no line if the run timed none of the bound's models."""
+    timed = {r['model'] for r in rows}
+    if not any(spec.name in timed for spec in UPERNET_BOUND_MODELS):
+        return None, None
+    try:
+        bound = upernet_bound(rows)
+    except NoBound as why:
+        return None, f'UperNet bound not computed: {why}'
+    return bound, format_upernet_bound(bound)
