@@ -20,6 +20,7 @@ from mmseg_incnext.benchmark.report import (NoBound, control_gaps, format_contro
 from mmseg_incnext.benchmark.rounds import round_orders
 from mmseg_incnext.benchmark.specs import Comparison, ModelSpec, select
 from mmseg_incnext.benchmark.timing import measure
+from mmseg_incnext.compat import onednn_version
 from tests.helpers import HUNG_AFTER_S, REPO_ROOT
 
 
@@ -42,6 +43,11 @@ def test_benchmark_smoke(tmp_path):
     assert 'x ConvNeXt-T' in proc.stdout and 'unfused' in proc.stdout
     result = json.loads(out.read_text())
     assert_no_error_rows(result)
+    # The header and the JSON name the machine as torch reports it.
+    assert result['cpu_capability'] == torch.backends.cpu.get_cpu_capability()
+    assert result['onednn'] == ('.'.join(map(str, onednn_version())) or None)
+    assert proc.stdout.startswith(f"torch {torch.__version__}, CPU {result['cpu_capability']}, "
+                                  f"oneDNN {result['onednn']}, device cpu, threads 1, ")
     assert [(run['mode'], run['batch'], run['run']) for run in result['runs']] == [
         (mode, 2, index) for mode in ('infer', 'train') for index in (0, 1)]
     assert 'ratios over 2 runs' in proc.stdout

@@ -9,7 +9,8 @@ training steps (forward, backward, AdamW step), in NCHW and channels_last; ``*``
 better layout per model.
 Each table gives ratios against its references (timm's InceptionNeXt, ConvNeXt-T); a
 control pair (two copies of the same model) shows the noise; with ``--max-control-gap``
-a run whose pair ran further apart is measured again and does not count.
+a run whose pair ran further apart is measured again and does not count. The first line
+names the machine as torch reports it (version, CPU capability, oneDNN, threads).
 The work is done by :mod:`mmseg_incnext.benchmark`, one module per concern.
 
 Examples::

@@ -19,6 +19,7 @@ from mmseg_incnext.benchmark.report import (control_gaps, format_control_gaps,
                                             ratios_over_runs, report_upernet_bound, summarise)
 from mmseg_incnext.benchmark.specs import select
 from mmseg_incnext.benchmark.timing import LAYOUTS, measure
+from mmseg_incnext.compat import onednn_version
 
 AMP_DTYPES = {'none': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 MAX_ATTEMPTS_PER_RUN = 3
@@ -70,6 +71,14 @@ def segmentor_shape(long_side: int) -> Tuple[int, int]:
     return (long_side, long_side) if long_side <= 512 else (512, long_side)
 
 
+def machine() -> dict:
+    """What torch reports about the machine it runs on: version, the vector instruction
+    set its CPU kernels use, the oneDNN it was built with, and its threads."""
+    return dict(torch=torch.__version__, cpu_capability=torch.backends.cpu.get_cpu_capability(),
+                onednn='.'.join(map(str, onednn_version())) or None,
+                threads=torch.get_num_threads())
+
+
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     """Run the benchmark of ``argv`` (the command's flags); print and return the results."""
     args = parse_args(argv)
@@ -84,10 +93,11 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     comparisons = select(segmentor_comparisons() + (onnx_comparisons() if args.onnx else [])
                          if segmentor else backbone_comparisons(args.arch), args.only)
     models = list(dict.fromkeys(m for c in comparisons for m in c.models))
-    result = dict(args=vars(args), torch=torch.__version__, device=str(device),
-                  threads=torch.get_num_threads(), runs=[])
-    print(f'torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, '
-          f'batch {batches}, amp {args.amp}, warmup {args.warmup}, repeats {args.repeats} x '
+    host = machine()
+    result = dict(args=vars(args), device=str(device), **host, runs=[])
+    print(f"torch {host['torch']}, CPU {host['cpu_capability']}, oneDNN "
+          f"{host['onednn'] or 'none'}, device {device}, threads {host['threads']}, batch "
+          f'{batches}, amp {args.amp}, warmup {args.warmup}, repeats {args.repeats} x '
           f'{args.iters} iters (interleaved)')
     limit = args.max_control_gap
     if limit is not None and not any(c.controls for c in comparisons):
