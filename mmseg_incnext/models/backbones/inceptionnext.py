@@ -3,14 +3,14 @@
 Parameter names follow the released ImageNet checkpoints (and timm's ``inception_next_*``)
 so that the weights load by exact key match; see :mod:`mmseg_incnext.weights`.
 """
-import warnings
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+import logging
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from mmcv.cnn import build_norm_layer
+from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -19,6 +19,8 @@ from mmseg.registry import MODELS
 from mmseg_incnext.arch import ARCH_DEFAULTS, ARCH_SETTINGS
 from mmseg_incnext.compat import autocast_enabled, depthwise_training_prefers_nchw
 from mmseg_incnext.weights import load_pretrained
+from .inceptionnext_fused import fuse_for_inference
+from .layers import Downsample, Stem, check_input, is_foldable_norm, run_stages
 from .pointwise_mlp import pointwise_mlp
 
 
@@ -161,91 +163,6 @@ class MetaNeXtBlock(nn.Module):
         return add_residual(x, y, self.drop_path_rate, self.training)
 
 
-def pad_to_multiple(x: torch.Tensor, multiple: int,
-                    fill: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Pad the bottom and right of ``x`` so both sides are multiples of ``multiple``.
-
-    The stem (4x4, stride 4) and the downsampling convs (2x2, stride 2) have no padding, so
-    an input whose size is not a multiple of 32 would otherwise lose its last rows and
-    columns; with this padding every pixel is seen and the outputs are ceil(size / stride).
-    A no-op (and identical to the reference) for sizes that are already multiples.
-    The padding is zeros, or the per-channel values ``fill`` (shape ``(C,)``).
-    """
-    if torch.jit.is_tracing():
-        return _pad_for_any_size(x, multiple, fill)
-    height, width = x.shape[-2:]
-    pad_h, pad_w = -height % multiple, -width % multiple
-    if not (pad_h or pad_w):
-        return x
-    x = F.pad(x, (0, pad_w, 0, pad_h))
-    if fill is not None:
-        fill = fill.to(x.dtype).view(1, -1, 1, 1)
-        x[..., height:, :] = fill
-        x[..., :height, width:] = fill
-    return x
-
-
-def _pad_for_any_size(x: torch.Tensor, multiple: int,
-                      fill: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """:func:`pad_to_multiple` for a traced graph (ONNX export) that must hold for every
-    input size: pads ``multiple - 1`` rows and columns whatever the size. Before a conv
-    whose kernel and stride are ``multiple`` that is the same computation: it gives
-    ``ceil(size / multiple)`` outputs, and the rows beyond the next multiple are never read.
-    """
-    if fill is None:
-        return F.pad(x, (0, multiple - 1, 0, multiple - 1))
-    fill = fill.to(x.dtype).view(1, -1, 1, 1)
-    return F.pad(x - fill, (0, multiple - 1, 0, multiple - 1)) + fill
-
-
-def check_input(x: torch.Tensor, in_channels: int, arch_name: str) -> None:
-    """Refuse anything but an ``N x in_channels x H x W`` batch, naming what was given."""
-    if x.dim() != 4 or x.shape[1] != in_channels:
-        raise ValueError(f'InceptionNeXt-{arch_name} expects an N x {in_channels} x H x W '
-                         f'input (in_channels={in_channels}), got shape {tuple(x.shape)}')
-
-
-def run_stages(x: torch.Tensor, stem: nn.Module, stages: Sequence[nn.Module],
-               out_norms: Dict[int, Callable[[torch.Tensor], torch.Tensor]]
-               ) -> Tuple[torch.Tensor, ...]:
-    """The stem, then the stages in order; returns ``out_norms[i]`` of each stage ``i`` in
-    ``out_norms``, in stage order, and runs no stage after the last of them."""
-    x = stem(x)
-    outs = []
-    last = max(out_norms)
-    for i, stage in enumerate(stages):
-        x = stage(x)
-        if i in out_norms:
-            outs.append(out_norms[i](x))
-        if i == last:
-            break
-    return tuple(outs)
-
-
-class Stem(nn.Sequential):
-    """Patchify stem: 4x4 stride-4 conv, then norm (keys ``stem.0``, ``stem.1``)."""
-
-    def __init__(self, in_channels: int, out_channels: int, norm_cfg: dict) -> None:
-        super().__init__(
-            nn.Conv2d(in_channels, out_channels, kernel_size=4, stride=4),
-            build_norm_layer(norm_cfg, out_channels)[1])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self[1](self[0](pad_to_multiple(x, 4)))
-
-
-class Downsample(nn.Sequential):
-    """Norm, then 2x2 stride-2 conv (keys ``downsample.0``, ``downsample.1``)."""
-
-    def __init__(self, in_channels: int, out_channels: int, norm_cfg: dict) -> None:
-        super().__init__(
-            build_norm_layer(norm_cfg, in_channels)[1],
-            nn.Conv2d(in_channels, out_channels, kernel_size=2, stride=2))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self[1](pad_to_multiple(self[0](x), 2))
-
-
 class MetaNeXtStage(nn.Module):
     """A stage: optional downsampling (norm, then 2x2 stride-2 conv) followed by blocks.
 
@@ -283,6 +200,14 @@ class MetaNeXtStage(nn.Module):
         return x
 
 
+class _FusedCopy(NamedTuple):
+    """The cached fused copy, the tensors it was built from and their versions' sum (an
+    in-place change raises a tensor's version, so the sum changes with any of them)."""
+    module: nn.Module
+    sources: Tuple[torch.Tensor, ...]
+    version_sum: int
+
+
 @MODELS.register_module()
 class InceptionNeXt(BaseModule):
     """InceptionNeXt backbone for dense prediction.
@@ -308,8 +233,17 @@ class InceptionNeXt(BaseModule):
             which is faster for these convolutions on CPUs and recent GPUs. Defaults to True.
         fast_inference (bool): In eval mode without autograd (testing, ``inference_model``),
             run a fused copy with the BatchNorms and layer scales folded into the
-            convolutions (:mod:`.inceptionnext_fused`); outputs equal to 1e-4. The copy is
-            rebuilt whenever the weights change. Defaults to True.
+            convolutions (:mod:`.inceptionnext_fused`); outputs equal to 1e-4. It needs
+            norms with running statistics (BN, SyncBN) in ``norm_cfg`` and
+            ``out_norm_cfg``; with any other norm it is turned off at construction, with a
+            warning. The copy is built at the first such forward and again after
+            ``train()`` or ``eval()``, ``load_state_dict``, ``.to()``/``.half()``/
+            ``.float()``, and after an in-place change of a parameter or buffer (an
+            optimizer step, ``p.copy_`` under ``no_grad``: the tensors' versions are
+            compared at each such forward). Writes through ``.data`` bypass those
+            versions; they are seen at the next ``eval()``, which mmengine's loops call
+            after their hooks (the EMA hook swaps weights so). Forward hooks on the
+            backbone's submodules do not fire in the fused copy. Defaults to True.
         init_cfg (dict | list | None): ``dict(type='Pretrained', checkpoint=...)`` loads a
             released ``.pth``, a timm ``.safetensors``, an mmseg segmentor checkpoint or a
             URL (see :mod:`mmseg_incnext.weights`); otherwise truncated-normal init.
@@ -321,9 +255,6 @@ class InceptionNeXt(BaseModule):
 
     arch_settings: Dict[str, dict] = ARCH_SETTINGS
     arch_defaults: dict = ARCH_DEFAULTS
-    # Builds the fused inference copy. Set by .inceptionnext_fused, which is made of this
-    # module's pieces and so is not imported here; None runs the plain path.
-    fused_builder: Optional[Callable[..., nn.Module]] = None
 
     def __init__(self,
                  arch: Union[str, dict] = 'tiny',
@@ -340,6 +271,7 @@ class InceptionNeXt(BaseModule):
                  fast_inference: bool = True,
                  init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
         super().__init__(init_cfg=init_cfg)
+        self._fused_cache: Optional[_FusedCopy] = None
         self.arch = self._resolve_arch(arch)
         self.arch_name = arch if isinstance(arch, str) else 'custom'
         depths, dims = self.arch['depths'], self.arch['dims']
@@ -356,8 +288,6 @@ class InceptionNeXt(BaseModule):
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.fast_inference = fast_inference
-        self._fused_cache: Optional[tuple] = None
 
         self.stem = Stem(in_channels, dims[0], norm_cfg)
 
@@ -385,8 +315,25 @@ class InceptionNeXt(BaseModule):
             norm = build_norm_layer(out_norm_cfg, dims[i])[1] if out_norm_cfg else nn.Identity()
             self.add_module(f'norm{i}', norm)
 
+        self.fast_inference = fast_inference and self._can_fuse_norms(norm_cfg, out_norm_cfg)
         self.to(memory_format=self.memory_format)
         self._freeze_stages()
+
+    def _can_fuse_norms(self, norm_cfg: dict, out_norm_cfg: Optional[dict]) -> bool:
+        """Whether the fused copy can fold this model's norms; if not, says so in the log."""
+        built = (('norm_cfg', norm_cfg, self.stem[1]),
+                 ('out_norm_cfg', out_norm_cfg, getattr(self, f'norm{self.out_indices[0]}')))
+        for key, cfg, norm in built:
+            if not is_foldable_norm(norm):
+                print_log(
+                    f'InceptionNeXt-{self.arch_name}: fast_inference is off: {key}={cfg} '
+                    f'builds {type(norm).__name__}, and only BatchNorm with running '
+                    "statistics (BN, SyncBN) folds into the fused copy's convolutions; "
+                    'eval-mode inference runs the plain path. Pass fast_inference=False to '
+                    'choose that without this message.',
+                    logger='current', level=logging.WARNING)
+                return False
+        return True
 
     @classmethod
     def _resolve_arch(cls, arch: Union[str, dict]) -> dict:
@@ -473,30 +420,30 @@ class InceptionNeXt(BaseModule):
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         check_input(x, self.in_channels, self.arch_name)
         if self.fast_inference and not self.training and not torch.is_grad_enabled():
-            fused = self._fused()
-            if fused is not None:
-                return fused(x)
+            return self._fused_copy()(x)
         return run_stages(x.contiguous(memory_format=self.memory_format), self.stem,
                           self.stages, {i: getattr(self, f'norm{i}') for i in self.out_indices})
 
-    def _fused(self) -> Optional[nn.Module]:
-        """The fused inference copy for the current weights (built on first use and again
-        after any parameter or buffer changes: training steps, loading, moving)."""
-        if self.fused_builder is None:
-            return None
-        key = tuple((t.data_ptr(), t._version) for t in
-                    (*self.parameters(), *self.buffers()))
-        if self._fused_cache is None or self._fused_cache[0] != key:
-            try:
-                # Built outside inference mode so that its tensors are ordinary ones.
-                with torch.inference_mode(False):
-                    fused = self.fused_builder(self, memory_format=self.memory_format)
-            except TypeError as err:  # e.g. a norm_cfg other than BatchNorm
-                warnings.warn(f'InceptionNeXt fast inference is off: {err}')
-                self.fast_inference = False
-                return None
-            self._fused_cache = (key, fused)
-        return self._fused_cache[1]
+    def _fused_copy(self) -> nn.Module:
+        """The fused inference copy of the current weights: the cached one unless a tensor
+        it was built from changed in place since (the other changes drop the cache)."""
+        cache = self._fused_cache
+        if cache is None or sum(t._version for t in cache.sources) != cache.version_sum:
+            sources = (*self.parameters(), *self.buffers())
+            # Built outside inference mode so that its tensors are ordinary ones.
+            with torch.inference_mode(False):
+                fused = fuse_for_inference(self, memory_format=self.memory_format)
+            cache = _FusedCopy(fused, sources, sum(t._version for t in sources))
+            self._fused_cache = cache
+        return cache.module
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        self._fused_cache = None  # also when loading with assign=True, which swaps tensors
+        super()._load_from_state_dict(*args, **kwargs)
+
+    def _apply(self, *args, **kwargs) -> 'InceptionNeXt':
+        self._fused_cache = None  # .to(), .half(), .cuda(): the copy has the old dtype/device
+        return super()._apply(*args, **kwargs)
 
     def _freeze_stages(self) -> None:
         if self.frozen_stages == 0:
@@ -513,8 +460,8 @@ class InceptionNeXt(BaseModule):
 
     def train(self, mode: bool = True) -> 'InceptionNeXt':
         super().train(mode)
-        if mode:
-            self._fused_cache = None  # stale once training resumes; frees its memory
+        # eval() too: it is the refresh for writes through .data, which no version counts
+        self._fused_cache = None
         self._freeze_stages()
         if mode and self.norm_eval:
             for module in self.modules():

@@ -14,13 +14,16 @@ inference-only module with the same outputs (eval-mode semantics; fp32 outputs e
   each block allocates one hidden map and one output; on CPU maps with a large hidden map
   it runs in tiles that allocate none (:mod:`.pointwise_mlp` has the rule).
 
-The token mixer, padding, input check and stage loop are the model's own
-(:mod:`.inceptionnext`); only the folded parts are new here.
+The padding, input check and stage loop are the ones the model runs (:mod:`.layers`) and
+the token mixer is a copy of the model's; only the folded parts are new here. This module
+does not import the model: it reads the backbone's layers by their names (``stem``,
+``stages``, ``norm{i}``), which :mod:`.inceptionnext` defines.
 
-The backbone uses this path by itself (``fast_inference=True``, the default) whenever it
-runs in eval mode without autograd, as in testing and ``mmseg.apis.inference_model``; the
-fused copy is cached and rebuilt when the weights change. :func:`fuse_segmentor` swaps the
-backbone of a segmentor for its fused copy explicitly, e.g. for export.
+The backbone builds this copy itself (``fast_inference=True``, the default) and runs it
+whenever it is in eval mode without autograd, as in testing and
+``mmseg.apis.inference_model`` (see :class:`~mmseg_incnext.InceptionNeXt` for when the copy
+is rebuilt). :func:`fuse_segmentor` swaps the backbone of a segmentor for its fused copy
+explicitly, e.g. for export.
 """
 import copy
 from typing import Optional, Tuple
@@ -28,10 +31,8 @@ from typing import Optional, Tuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.nn.modules.batchnorm import _BatchNorm
 
-from .inceptionnext import (InceptionNeXt, MetaNeXtBlock, check_input, pad_to_multiple,
-                           run_stages)
+from .layers import Stem, check_input, is_foldable_norm, pad_to_multiple, run_stages
 from .pointwise_mlp import pointwise_mlp
 
 __all__ = ['FusedInceptionNeXt', 'fuse_for_inference', 'fuse_segmentor']
@@ -42,8 +43,9 @@ _Affine = Tuple[torch.Tensor, torch.Tensor]
 def _bn_affine(bn: nn.Module, channels: int) -> _Affine:
     """Eval-mode BatchNorm as ``x * scale + shift`` (float64); Identity gives (1, 0)."""
     if isinstance(bn, nn.Identity):
-        return torch.ones(channels, dtype=torch.float64), torch.zeros(channels, dtype=torch.float64)
-    if not isinstance(bn, _BatchNorm) or bn.running_mean is None:
+        ones = torch.ones(channels, dtype=torch.float64)
+        return ones, torch.zeros_like(ones)
+    if not is_foldable_norm(bn):
         raise TypeError(f'fuse_for_inference only folds BatchNorm layers with running '
                         f'statistics, got {type(bn).__name__}')
     var = bn.running_var.detach().double()
@@ -134,7 +136,7 @@ class FusedBlock(_InferenceOnly):
     token mixer.
     """
 
-    def __init__(self, block: MetaNeXtBlock) -> None:
+    def __init__(self, block: nn.Module) -> None:
         super().__init__()
         self.token_mixer = copy.deepcopy(block.token_mixer).requires_grad_(False)
         mlp = block.mlp
@@ -188,7 +190,7 @@ class FusedInceptionNeXt(_InferenceOnly):
     no trainable state: ``.train()`` and forwards that need gradients raise ``RuntimeError``.
     """
 
-    def __init__(self, backbone: InceptionNeXt,
+    def __init__(self, backbone: nn.Module,
                  memory_format: torch.memory_format = torch.channels_last,
                  output_memory_format: Optional[torch.memory_format] = None) -> None:
         super().__init__()
@@ -222,7 +224,7 @@ class FusedInceptionNeXt(_InferenceOnly):
                               {i: getattr(self, f'norm{i}') for i in self.out_indices})
 
 
-def fuse_for_inference(backbone: InceptionNeXt,
+def fuse_for_inference(backbone: nn.Module,
                        memory_format: torch.memory_format = torch.channels_last,
                        output_memory_format: Optional[torch.memory_format] = None
                        ) -> FusedInceptionNeXt:
@@ -238,8 +240,8 @@ def fuse_for_inference(backbone: InceptionNeXt,
     Returns:
         A :class:`FusedInceptionNeXt` on the backbone's device and dtype.
     """
-    if not isinstance(backbone, InceptionNeXt):
-        raise TypeError(f'fuse_for_inference expects an InceptionNeXt, got '
+    if not isinstance(getattr(backbone, 'stem', None), Stem):
+        raise TypeError(f'fuse_for_inference expects an InceptionNeXt backbone, got '
                         f'{type(backbone).__name__}')
     return FusedInceptionNeXt(backbone, memory_format, output_memory_format)
 
@@ -256,6 +258,3 @@ def fuse_segmentor(segmentor: nn.Module, **kwargs) -> nn.Module:
     segmentor.backbone = fuse_for_inference(backbone, **kwargs)
     return segmentor.eval()
 
-
-# The backbone's default inference path (``fast_inference=True``) builds its copy with this.
-InceptionNeXt.fused_builder = staticmethod(fuse_for_inference)

@@ -1,4 +1,7 @@
-"""The inference fast path (:mod:`mmseg_incnext.models.backbones.inceptionnext_fused`)."""
+"""The fused inference copy of the backbone
+(:mod:`mmseg_incnext.models.backbones.inceptionnext_fused`): its outputs, and when the
+backbone runs it and builds it again."""
+import logging
 import os
 
 import pytest
@@ -142,7 +145,7 @@ def test_fuse_segmentor_in_place_and_refuses_train():
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
 
-    from mmseg_incnext.runtime import replace_sync_bn
+    from mmseg_incnext.device_adaptation import replace_sync_bn
     cfg = Config.fromfile(os.path.join(REPO_ROOT, 'configs/fpn/incnext_t_ade20k.py'))
     cfg.model.backbone.init_cfg = None
     cfg.model.backbone.arch = 'atto'
@@ -164,40 +167,159 @@ def test_fuse_segmentor_in_place_and_refuses_train():
         segmentor.train()
 
 
-def test_backbone_uses_the_fused_path_in_inference_and_follows_weight_changes():
+def count_stem_calls(model):
+    """How often the model's own stem runs (the fused copy has its own): a list to read."""
+    calls = []
+    model.stem.register_forward_hook(lambda *args: calls.append(1))
+    return calls
+
+
+def test_backbone_runs_its_fused_copy_in_eval_mode_without_autograd_only():
     model = seeded_backbone('atto', seed=10, fast_inference=True)
     plain = seeded_backbone('atto', seed=10)
+    stem_calls = count_stem_calls(model)
     x = torch.randn(1, 3, 67, 45)
     with torch.no_grad():
         assert_same_outputs(plain(x), model(x))
-        fused = model._fused_cache[1]
-        model(x)
-        assert model._fused_cache[1] is fused  # built once, reused
-    # A training step changes the weights: the next inference rebuilds the fused copy.
+        assert not stem_calls  # the fused copy ran
+        with torch.inference_mode():
+            assert_same_outputs(plain(x), model(x))
+        assert not stem_calls
+        model.train()(x)
+        assert len(stem_calls) == 1  # train mode: the model's own layers
+    out = model.eval()(x.requires_grad_(True))  # e.g. gradients w.r.t. the input
+    assert len(stem_calls) == 2 and out[0].requires_grad
+
+
+@pytest.fixture
+def builds(monkeypatch):
+    """Counts the fused copies the backbone builds."""
+    from mmseg_incnext.models.backbones import inceptionnext
+    calls = []
+    fuse = inceptionnext.fuse_for_inference
+    monkeypatch.setattr(inceptionnext, 'fuse_for_inference',
+                        lambda *args, **kwargs: calls.append(1) or fuse(*args, **kwargs))
+    return calls
+
+
+def train_step_then_eval(model):
     model.train()
-    plain.train()
-    for m in (model, plain):
-        m.zero_grad()
-        sum(o.sum() for o in m(x)).backward()
+    sum(o.sum() for o in model(torch.randn(1, 3, 64, 64))).backward()
+    with torch.no_grad():
+        for p in model.parameters():
+            p -= 0.1 * p.grad
+    model.eval()
+
+
+def write_through_data(model, state):
+    """What mmengine's EMA hook does before validating: weights swapped in through
+    ``.data`` (which no tensor version counts), then the loop's ``model.eval()``."""
+    for name, tensor in (*model.named_parameters(), *model.named_buffers()):
+        tensor.data.copy_(state[name])
+    model.eval()
+
+
+def scale_in_place(model):
+    with torch.no_grad():
+        model.stages[2].blocks[1].norm.running_var.mul_(1.5)
+        model.stages[2].blocks[1].gamma.mul_(1.5)
+        model.norm3.weight.add_(0.1)
+
+
+# Each leaves the model in eval mode; all but .double() change its weights.
+CHANGES = {
+    'load_state_dict': lambda model, other: model.load_state_dict(other),
+    'load_state_dict(assign=True)':
+        lambda model, other: model.load_state_dict(other, assign=True),
+    'a training step, then eval()': lambda model, other: train_step_then_eval(model),
+    'in-place edit under no_grad': lambda model, other: scale_in_place(model),
+    '.data writes, then eval()': write_through_data,
+    '.double()': lambda model, other: model.double(),
+}
+
+
+@pytest.fixture(scope='module')
+def other_weights():
+    return seeded_backbone('atto', seed=11).state_dict()
+
+
+@pytest.mark.parametrize('change', CHANGES)
+def test_fused_copy_follows_every_change_of_the_weights(change, builds, other_weights):
+    """After each kind of change, inference (the fused copy) equals the same model's plain
+    path (autograd on); the change moved the outputs (or their dtype), so a stale copy
+    would fail."""
+    model = seeded_backbone('atto', seed=10, fast_inference=True)
+    x = torch.randn(1, 3, 67, 45)
+    with torch.no_grad():
+        before = model(x)
+        model(x)
+    assert len(builds) == 1  # built once, then reused
+    CHANGES[change](model, {k: v.clone() for k, v in other_weights.items()})
+    assert not model.training
+    x = x.to(next(model.parameters()).dtype)
+    with torch.no_grad():
+        after = model(x)
+        model(x)
+    assert len(builds) == 2
+    if change == '.double()':
+        assert after[3].dtype == torch.float64
+    else:
+        assert (after[3] - before[3]).abs().max().item() > 1e-3
+    with torch.enable_grad():
+        assert_same_outputs(model(x), after)
+
+
+def test_fused_copy_of_an_mmengine_ema_model_follows_its_updates(other_weights):
+    """mmengine's ExponentialMovingAverage writes its average through ``.data``; the
+    averaged backbone's next ``eval()`` (as mmengine's loops call) refreshes its copy."""
+    from mmengine.model import ExponentialMovingAverage
+    model = seeded_backbone('atto', seed=10, fast_inference=True)
+    ema = ExponentialMovingAverage(model, momentum=0.5).eval()
+    x = torch.randn(1, 3, 67, 45)
+    with torch.no_grad():
+        before = ema.module(x)
+    model.load_state_dict(other_weights)
+    ema.update_parameters(model)  # its first update copies the model
+    ema.update_parameters(model)
+    ema.eval()
+    with torch.no_grad():
+        after = ema.module(x)
+    assert (after[3] - before[3]).abs().max().item() > 1e-3
+    assert_same_outputs(ema.module(x), after)
+
+
+def test_norms_that_cannot_fold_turn_fast_inference_off_with_one_log_line():
+    from mmengine.logging import MMLogger
+    records = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append
+    logger = MMLogger.get_current_instance()
+    logger.addHandler(handler)
+    try:
+        torch.manual_seed(0)
+        model = MODELS.build(dict(type='InceptionNeXt', arch='atto',
+                                  norm_cfg=dict(type='GN', num_groups=8))).eval()
+        x = torch.randn(1, 3, 67, 45)
         with torch.no_grad():
-            for p in m.parameters():
-                p -= 0.1 * p.grad
-    model.eval()
-    plain.eval()
+            got = [model(x), model(x)]
+        untracked = MODELS.build(dict(
+            type='InceptionNeXt', arch='atto',
+            out_norm_cfg=dict(type='BN', track_running_stats=False)))
+    finally:
+        logger.removeHandler(handler)
+    messages = [r.getMessage() for r in records if 'fast_inference is off' in r.getMessage()]
+    assert len(messages) == 2, messages  # one per model, none per forward
+    assert 'off: norm_cfg=' in messages[0] and 'GroupNorm' in messages[0]
+    assert 'off: out_norm_cfg=' in messages[1] and 'BatchNorm2d' in messages[1]
+    assert not model.fast_inference and not untracked.fast_inference
+    plain = MODELS.build(dict(type='InceptionNeXt', arch='atto', fast_inference=False,
+                              norm_cfg=dict(type='GN', num_groups=8))).eval()
+    plain.load_state_dict(model.state_dict())
     with torch.no_grad():
-        assert_same_outputs(plain(x), model(x))
-    assert model._fused_cache[1] is not fused
-    # Loading other weights in eval mode (no .train() in between) is noticed too.
-    other = seeded_backbone('atto', seed=11).state_dict()
-    model.load_state_dict(other)
-    plain.load_state_dict(other)
-    with torch.no_grad():
-        assert_same_outputs(plain(x), model(x))
-    assert not model.train()._fused_cache  # dropped when training resumes
-    # In eval mode with autograd on (e.g. gradients w.r.t. the input), the plain path runs.
-    model.eval()
-    x.requires_grad_(True)
-    assert model(x)[0].requires_grad and model._fused_cache is None
+        assert_same_outputs(plain(x), got[0])
+    assert_same_outputs(got[0], got[1])
+    with pytest.raises(TypeError, match='GroupNorm'):
+        fuse_for_inference(model)
 
 
 def test_torch_compile_traces_both_paths_without_graph_breaks():
