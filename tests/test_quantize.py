@@ -1,0 +1,171 @@
+"""Calibrated int8 quantization of the demo model's ONNX export: the self-check's figures,
+the file running in tools/test.py and tools/image_demo.py, no file below the agreement
+asked for, and the named errors."""
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip('onnxruntime')
+
+from mmseg_incnext.deploy import quantize  # noqa: E402
+from tests.helpers import HUNG_AFTER_S, REPO_ROOT, miou  # noqa: E402
+
+DEMO_CONFIG = os.path.join(REPO_ROOT, 'configs', 'demo', 'incnext_atto_fpn_synthetic.py')
+# Loss of the 40-iteration demo model (fp32 64.41 on its 4 held-out images) with 8
+# calibration images: 0.1-0.6 mIoU over seeds and methods; bound with margin.
+MAX_MIOU_LOSS = 1.5
+SELF_CHECK = re.compile(r'self-check on (\d+) held-out images: int8 labels equal fp32 on '
+                        r'([0-9.]+)% of the pixels \(mIoU fp32 ([0-9.]+), int8 ([0-9.]+)\)')
+
+
+LOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
+
+
+def data_options(data_root):
+    return [f'{loader}.dataset.data_root={data_root}' for loader in LOADERS]
+
+
+def demo_cfg(data_root):
+    from mmengine.config import Config
+    cfg = Config.fromfile(DEMO_CONFIG)
+    for loader in LOADERS:
+        cfg[loader].dataset.data_root = str(data_root)
+    return cfg
+
+
+def run_tool(*args):
+    return subprocess.run([sys.executable, *args], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=HUNG_AFTER_S)
+
+
+@pytest.fixture(scope='module')
+def demo_model(demo_run):
+    from mmseg.apis import init_model
+
+    import mmseg_incnext.stack_fixes  # noqa: F401  (safe checkpoint reading)
+    work, _ = demo_run
+    return init_model(DEMO_CONFIG, str(work / 'iter_40.pth'), device='cpu')
+
+
+@pytest.fixture(scope='module')
+def fp32_onnx(demo_model, tmp_path_factory):
+    from mmseg_incnext.deploy.onnx_export import export_onnx
+    path = tmp_path_factory.mktemp('fp32') / 'demo.onnx'
+    export_onnx(demo_model, str(path), shape=(128, 128), dynamic=True)
+    return path
+
+
+@pytest.fixture(scope='module')
+def quantized(demo_run, fp32_onnx, tmp_path_factory):
+    """tools/quantize_onnx.py on 8 training images, checked on the 4 validation images."""
+    work, _ = demo_run
+    out = tmp_path_factory.mktemp('int8') / 'demo_int8.onnx'
+    result = run_tool('tools/quantize_onnx.py', DEMO_CONFIG, str(fp32_onnx), '--out', str(out),
+                      '--calib-images', '8', '--val-images', '4', '--cfg-options',
+                      *data_options(work / 'data'))
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    return out, result.stdout
+
+
+def test_self_check_prints_agreement_and_both_mious(demo_run, fp32_onnx, quantized):
+    import onnx
+    _, demo_output = demo_run
+    path, output = quantized
+    graph = onnx.load(str(path)).graph
+    assert {'QuantizeLinear', 'DequantizeLinear'} <= {node.op_type for node in graph.node}
+    assert any(t.data_type == onnx.TensorProto.INT8 for t in graph.initializer)
+    assert path.stat().st_size < 0.5 * fp32_onnx.stat().st_size
+    assert 'calibration: minmax, 8 of 12 training images (seed 0), 8 inputs' in output
+    assert f'wrote {path}' in output
+    images, agreement, miou_fp32, miou_int8 = SELF_CHECK.search(output).groups()
+    assert int(images) == 4
+    assert 98 <= float(agreement) < 100
+    # the fp32 file is exact, so its mIoU is the PyTorch model's, printed by the demo
+    held_out = float(re.search(r'held-out mIoU: ([0-9.]+)', demo_output).group(1))
+    assert float(miou_fp32) == pytest.approx(held_out, abs=0.02)
+    assert float(miou_fp32) - MAX_MIOU_LOSS <= float(miou_int8) <= float(miou_fp32) + 0.5
+
+
+def test_int8_file_in_tools_test_and_image_demo(demo_run, quantized, tmp_path):
+    work, _ = demo_run
+    path, output = quantized
+    options = ['--cfg-options', *data_options(work / 'data')]
+    whole = run_tool('tools/test.py', DEMO_CONFIG, str(path), '--work-dir',
+                     str(tmp_path / 'work'), *options)
+    assert whole.returncode == 0, (whole.stdout + whole.stderr)[-3000:]
+    # the demo's test set is its validation set: the same 4 images as the self-check
+    assert miou(whole.stdout + whole.stderr) == float(SELF_CHECK.search(output).group(4))
+    # sliding 96x96 windows inside multi-scale and flip TTA (sizes 64 to 280), on one image
+    slide_tta = run_tool('tools/test.py', DEMO_CONFIG, str(path), '--work-dir',
+                         str(tmp_path / 'work'), '--tta', *options, 'model.test_cfg.mode=slide',
+                         'model.test_cfg.crop_size=(96,96)', 'model.test_cfg.stride=(80,80)',
+                         'test_dataloader.dataset.indices=1')
+    assert slide_tta.returncode == 0, (slide_tta.stdout + slide_tta.stderr)[-3000:]
+    assert miou(slide_tta.stdout + slide_tta.stderr) > 30  # chance: below 1
+
+    image = sorted((work / 'data' / 'images' / 'validation').iterdir())[0]
+    demo = run_tool('tools/image_demo.py', DEMO_CONFIG, str(path), str(image), '--out-dir',
+                    str(tmp_path / 'demo'), '--device', 'cpu')
+    assert demo.returncode == 0, (demo.stdout + demo.stderr)[-3000:]
+    assert (tmp_path / 'demo' / f'{image.stem}_labels.png').is_file()
+
+
+def test_agreement_below_the_minimum_exits_and_leaves_no_file(demo_run, fp32_onnx, tmp_path):
+    work, _ = demo_run
+    out = tmp_path / 'out' / 'int8.onnx'
+    result = run_tool('tools/quantize_onnx.py', DEMO_CONFIG, str(fp32_onnx), '--out', str(out),
+                      '--calib-images', '2', '--val-images', '1', '--min-agreement', '1.01',
+                      '--cfg-options', *data_options(work / 'data'))
+    assert result.returncode != 0
+    assert re.search(r'AgreementError: int8 labels equal the fp32 labels on [0-9.]+% .* below '
+                     r'--min-agreement 101.00%.*mIoU fp32.*no file written', result.stderr)
+    assert os.listdir(tmp_path / 'out') == []
+
+
+def test_labels_only_export_is_refused(demo_model, demo_run, tmp_path):
+    from mmseg_incnext.deploy.onnx_export import export_onnx
+    work, _ = demo_run
+    labels = tmp_path / 'labels.onnx'
+    export_onnx(demo_model, str(labels), shape=(64, 64), dynamic=False, output='labels')
+    with pytest.raises(quantize.NotQuantizableError, match='labels-only export.*--output '
+                       'logits'):
+        quantize.quantize_onnx(demo_cfg(work / 'data'), str(labels), str(tmp_path / 'q.onnx'))
+    assert sorted(os.listdir(tmp_path)) == ['labels.onnx']
+
+
+def test_missing_file_and_missing_quantization_module(demo_run, fp32_onnx, tmp_path,
+                                                      monkeypatch):
+    work, _ = demo_run
+    cfg = demo_cfg(work / 'data')
+    with pytest.raises(quantize.ModelNotFoundError, match='ONNX file not found: .*nothing'):
+        quantize.quantize_onnx(cfg, str(tmp_path / 'nothing.onnx'), str(tmp_path / 'q.onnx'))
+    # as with an onnxruntime whose quantization module cannot be imported (e.g. no onnx)
+    monkeypatch.setitem(sys.modules, 'onnxruntime.quantization', None)
+    with pytest.raises(quantize.QuantizationUnavailableError,
+                       match=r'onnxruntime.quantization.*pip install -e .\[deploy\]'):
+        quantize.quantize_onnx(cfg, str(fp32_onnx), str(tmp_path / 'q.onnx'))
+    assert os.listdir(tmp_path) == []
+
+
+def test_empty_or_unreadable_calibration_set(demo_run, fp32_onnx, tmp_path):
+    work, _ = demo_run
+    data = tmp_path / 'data'
+    shutil.copytree(work / 'data' / 'images', data / 'images')
+    shutil.copytree(work / 'data' / 'annotations', data / 'annotations')
+    broken = sorted((data / 'images' / 'training').iterdir())[3]
+    broken.write_bytes(b'not a jpeg')
+    out = tmp_path / 'q.onnx'
+    with pytest.raises(quantize.CalibrationDataError,
+                       match=f'(?s)train_dataloader cannot be read: Bad files.*{broken.name}'):
+        quantize.quantize_onnx(demo_cfg(data), str(fp32_onnx), str(out))
+    for split in ('images', 'annotations'):
+        shutil.rmtree(data / split / 'training')
+        (data / split / 'training').mkdir()
+    with pytest.raises(quantize.CalibrationDataError,
+                       match="(?s)train_dataloader cannot be read: Dataset not found.*has no .jpg"):
+        quantize.quantize_onnx(demo_cfg(data), str(fp32_onnx), str(out))
+    assert not out.exists()
