@@ -166,6 +166,7 @@ def test_empty_or_unreadable_calibration_set(demo_run, fp32_onnx, tmp_path):
         shutil.rmtree(data / split / 'training')
         (data / split / 'training').mkdir()
     with pytest.raises(quantize.CalibrationDataError,
-                       match="(?s)train_dataloader cannot be read: Dataset not found.*has no .jpg"):
+                       match='(?s)train_dataloader cannot be read: Dataset not found.*'
+                       'has no .jpg'):
         quantize.quantize_onnx(demo_cfg(data), str(fp32_onnx), str(out))
     assert not out.exists()

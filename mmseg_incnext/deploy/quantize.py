@@ -9,6 +9,7 @@ held-out images of the config's validation set, as ``tools/test.py`` does, and t
 file is written only if its labels agree with the fp32 file's on enough pixels.
 """
 import copy
+import importlib
 import os
 import tempfile
 from dataclasses import dataclass
@@ -80,7 +81,7 @@ class QuantizationReport:
 def quantization_api():
     """``onnxruntime.quantization``, or :class:`QuantizationUnavailableError`."""
     try:
-        from onnxruntime import quantization
+        quantization = importlib.import_module('onnxruntime.quantization')
     except ImportError as err:
         raise QuantizationUnavailableError(
             f'int8 quantization needs onnxruntime.quantization, which cannot be imported here '
@@ -253,8 +254,8 @@ def quantize_onnx(cfg: Config, fp32_file: str, int8_file: str, calib_images: int
         cfg: the model's config; its ``train_dataloader`` dataset gives the calibration
             images, its ``val_dataloader`` dataset (else ``test_dataloader``'s) the check
             images, its test dataloader's pipeline, ``model.data_preprocessor`` and
-            ``model.test_cfg`` process both, and the evaluator's ``ignore_index`` (default
-            255) applies to the mIoU.
+            ``model.test_cfg`` process both, and the ``ignore_index`` of that set's evaluator
+            (default 255) applies to the mIoU.
         calib_images: training images to calibrate on, drawn with ``seed`` (all if fewer).
         val_images: held-out images to check on, drawn with ``seed`` from the validation
             images that are not among the calibration images (all if fewer).
@@ -287,7 +288,7 @@ def quantize_onnx(cfg: Config, fp32_file: str, int8_file: str, calib_images: int
         raise CalibrationDataError(f'every image of {val_loader} is a calibration image; '
                                    'the self-check needs held-out images')
     check_items = _draw(held_out, val_images, seed)
-    evaluator = cfg.get('val_evaluator') or {}
+    evaluator = cfg.get(val_loader.replace('dataloader', 'evaluator')) or {}
     ignore_index = evaluator.get('ignore_index', 255) if isinstance(evaluator, dict) else 255
     num_classes = len(check_items[0][0].metainfo['classes'])
 
@@ -304,6 +305,7 @@ def quantize_onnx(cfg: Config, fp32_file: str, int8_file: str, calib_images: int
 
 
 def describe_mious(check: SelfCheck) -> str:
+    """The self-check's mIoUs as printed after its agreement."""
     if check.miou_fp32 is None:
         return ' (no annotations, no mIoU)'
     return f' (mIoU fp32 {check.miou_fp32:.2f}, int8 {check.miou_int8:.2f})'
