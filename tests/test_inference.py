@@ -63,9 +63,13 @@ def test_fast_inference_path_through_init_model(checkpoint):
     fast = init_model(DEMO_CONFIG, checkpoint, device='cpu')
     plain = init_model(DEMO_CONFIG, checkpoint, device='cpu',
                        cfg_options={'model.backbone.fast_inference': False})
+    plain_stem_calls = {'fast': [], 'plain': []}  # the fused copy has a stem of its own
+    for name, model in (('fast', fast), ('plain', plain)):
+        model.backbone.stem.register_forward_hook(
+            lambda *args, calls=plain_stem_calls[name]: calls.append(1))
     fast_logits = inference_model(fast, image).seg_logits.data
-    assert fast.backbone._fused_cache is not None and plain.backbone._fused_cache is None
     plain_logits = inference_model(plain, image).seg_logits.data
+    assert plain_stem_calls == {'fast': [], 'plain': [1]}
     assert (fast_logits - plain_logits).abs().max().item() <= 1e-4
 
 
