@@ -10,7 +10,7 @@ from mmengine.model import is_model_wrapper
 from mmengine.runner import find_latest_checkpoint
 
 from mmseg.registry import HOOKS
-from mmseg_incnext.checkpoint_safety import CheckpointError
+from mmseg_incnext.checkpoint_safety import CheckpointError, UnsafeCheckpointError
 
 
 @HOOKS.register_module()
@@ -167,6 +167,7 @@ class ResumeSameModelHook(Hook):
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         if not runner.cfg.get('resume', False):
             return  # load_from (fine-tuning, testing) may load any model's weights
+        _refuse_executable_config(checkpoint, runner.cfg.get('load_from'))
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
         saved = checkpoint.get('state_dict', checkpoint)
         difference = tensor_differences(saved, model)
@@ -186,6 +187,19 @@ class ResumeSameModelHook(Hook):
             f'  work dir:   {runner.work_dir}\n'
             'Pass --work-dir to train this model in a folder of its own, or drop --resume to '
             'train it from the start.')
+
+
+def _refuse_executable_config(checkpoint: Mapping, path: Optional[str]) -> None:
+    """mmengine's ``Runner.resume`` runs ``meta['config']`` as Python (``Config.fromstring``)
+    right after this hook; mmengine itself writes ``meta['cfg']``, so only a crafted or
+    mmcv 1.x checkpoint has that key, and resuming from it is refused."""
+    meta = checkpoint.get('meta')
+    if isinstance(meta, Mapping) and 'config' in meta:
+        raise UnsafeCheckpointError(
+            f'--resume refused: {path or "the checkpoint"} holds meta["config"], Python text '
+            "that mmengine's Runner.resume would execute (checkpoints written by mmengine "
+            'store their config as meta["cfg"]). Resume only from checkpoints this training '
+            'wrote, or load its weights with load_from instead.')
 
 
 def _config_path(runner) -> str:

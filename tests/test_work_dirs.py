@@ -12,7 +12,7 @@ import torch
 from mmengine.config import Config
 from mmengine.runner import Runner
 
-from mmseg_incnext.checkpoint_safety import CheckpointError, safe_torch_load
+from mmseg_incnext.checkpoint_safety import CheckpointError, UnsafeCheckpointError, safe_torch_load
 from tests.helpers import HUNG_AFTER_S, REPO_ROOT, write_tiny_config
 
 MMSEG_TOOLS = os.path.join(os.path.dirname(__import__('mmseg').__file__), '.mim', 'tools')
@@ -132,6 +132,23 @@ def test_refused_before_any_weight_is_copied(tmp_path, fpn_run, tiny_ade20k, rel
         runner.resume(unrecorded)
     state = runner.model.state_dict()
     assert all(torch.equal(state[k], v) for k, v in weights.items())
+
+
+def test_resume_refuses_a_config_mmengine_would_execute(tmp_path, fpn_run):
+    """Runner.resume runs meta['config'] through Config.fromstring: refused before that."""
+    fpn_config, work = fpn_run
+    checkpoint = safe_torch_load(str(work / 'iter_2.pth'))
+    marker = tmp_path / 'EXECUTED'
+    checkpoint['meta']['config'] = f"x = open({str(marker)!r}, 'w').write('ran')"
+    crafted = str(tmp_path / 'crafted.pth')
+    torch.save(checkpoint, crafted)
+    cfg = Config.fromfile(fpn_config)
+    cfg.work_dir, cfg.resume, cfg.load_from = str(tmp_path / 'work'), True, crafted
+    cfg.visualizer.name = f'visualizer_{tmp_path.name}'  # not the instance an earlier test made
+    runner = Runner.from_cfg(cfg)
+    with pytest.raises(UnsafeCheckpointError, match=r'holds meta\["config"\]'):
+        runner.resume(crafted)
+    assert not marker.exists()
 
 
 def test_same_model_resumes_from_another_config_file(tmp_path, fpn_run, tiny_ade20k,

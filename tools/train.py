@@ -17,6 +17,7 @@ from mmengine.runner import Runner
 
 from mmseg.registry import RUNNERS
 import mmseg_incnext.stack_fixes  # noqa: F401  (safe checkpoint reading, atomic writes)
+from mmseg_incnext.checkpoint_safety import CheckpointError
 from mmseg_incnext.pipeline_errors import data_failure_message, name_files_on_error
 from mmseg_incnext.process_group import finish_distributed, init_distributed
 from mmseg_incnext.run_arguments import add_run_arguments, parse_run_args
@@ -68,6 +69,8 @@ def main():
         runner.train()
     except DataReadError as err:
         raise SystemExit(data_failure_message(err, cfg.work_dir)) from None
+    except CheckpointError as err:  # says what to do; a traceback adds nothing
+        raise SystemExit(f'{type(err).__name__}: {err}') from None
     finish_distributed()
 
 
