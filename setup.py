@@ -26,6 +26,9 @@ setup(
         'benchmark': ['timm>=1.0', 'mmpretrain==1.2.0'],
         'mmpretrain': ['mmpretrain==1.2.0'],
         'deploy': ['onnx', 'onnxruntime'],  # tools/export_onnx.py, .onnx in test/demo
+        # configs/mask2former/: mmseg's Mask2Former head is built from mmdet's modules;
+        # mmdet 3.3.0 is the last release accepting mmcv 2.1.0 (it requires mmcv < 2.2).
+        'mask2former': ['mmdet==3.3.0'],
     },
     zip_safe=False,
 )

@@ -163,21 +163,22 @@ if [[ "$before" != "$after" ]]; then
     false
 fi
 
-CURRENT_STEP="install the test extras (timm, pytest, mmpretrain, onnx, onnxruntime)"
+CURRENT_STEP="install the test extras (timm, pytest, mmpretrain, onnx, onnxruntime) and mmdet"
 step "$CURRENT_STEP"
-"${PIP[@]}" install -q -c "$CONSTRAINTS" -e "$ROOT[tests]"
+"${PIP[@]}" install -q -c "$CONSTRAINTS" -e "$ROOT[tests,mask2former]"
 
 CURRENT_STEP="check the stack imports"
 step "$CURRENT_STEP"
 "$VENV/bin/python" - <<'PY'
-import mmcv, mmengine, mmseg, numpy, onnxruntime, timm, torch, torchvision
+import mmcv, mmdet, mmengine, mmseg, numpy, onnxruntime, timm, torch, torchvision
 from mmcv.ops import nms  # noqa: F401  (fails if mmcv was built without ops)
 import mmseg.models  # noqa: F401
 import mmseg_incnext  # noqa: F401
 import sys
 print(f"python {sys.version.split()[0]}, torch {torch.__version__}, torchvision "
       f"{torchvision.__version__}, numpy {numpy.__version__}, mmcv {mmcv.__version__}, "
-      f"mmengine {mmengine.__version__}, mmseg {mmseg.__version__}, timm {timm.__version__}")
+      f"mmengine {mmengine.__version__}, mmseg {mmseg.__version__}, mmdet {mmdet.__version__}, "
+      f"timm {timm.__version__}")
 PY
 
 echo "$want_stamp" > "$STAMP"
