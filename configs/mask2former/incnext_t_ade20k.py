@@ -1,0 +1,11 @@
+_base_ = ['../_base_/mask2former_ade20k_160k.py']
+
+# Each config trains and tests in its own folder (--work-dir overrides it).
+work_dir = './work_dirs/mask2former_incnext_t_ade20k'
+# The authors' ImageNet-1K weights (the URL: mmseg_incnext.RELEASE_URLS['tiny']).
+model = dict(
+    backbone=dict(
+        arch='tiny',
+        drop_path_rate=0.2,  # the paper's rate for UperNet-T
+        init_cfg=dict(type='Pretrained', checkpoint='inceptionnext://tiny')),
+    decode_head=dict(in_channels=[96, 192, 384, 768]))
