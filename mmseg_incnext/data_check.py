@@ -1,12 +1,14 @@
 """Checking a segmentation dataset's files before a run, so a bad file never costs one.
 
-:func:`scan_split` lists an image folder and its annotation folder, pairs them by name and
-decodes every file (in parallel processes): images and annotations that do not decode,
-size mismatches between an image and its annotation, annotations with more than one
-channel, and label values beyond the classes are all reported at once, file by file.
+:func:`scan_split` lists an image folder and its annotation folder (subfolders included, as
+mmseg's datasets list them: Cityscapes has one per city), pairs them by name and decodes
+every file (in parallel processes): images and annotations that do not decode, size
+mismatches between an image and its annotation, annotations with more than one channel,
+and label values beyond the classes are all reported at once, file by file.
 A clean verdict is cached as an empty marker file named by a hash of the checks' version,
-the folders, the label range and every file's name, size and modification time (its
-existence is the verdict), so a restarted run does not rescan unchanged data.
+the folders, the file suffixes, the label range and every file's name, size and
+modification time (its existence is the verdict), so a restarted run does not rescan
+unchanged data.
 """
 import hashlib
 import json
@@ -22,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 # Bump when the checks change, so that cached verdicts of older checks are not trusted.
-CHECK_VERSION = 1
+CHECK_VERSION = 2
 EXIF_ORIENTATION = 0x0112
 # Orientations that rotate by 90 degrees: decoders honouring EXIF (OpenCV) swap the sides.
 TRANSPOSING_ORIENTATIONS = {5, 6, 7, 8}
@@ -111,13 +113,22 @@ def _check_pair_args(args: Tuple[str, str, Optional[int]]) -> List[str]:
 
 
 def _listing(folder: str, suffix: str) -> Dict[str, Tuple[int, int]]:
-    """stem -> (size, mtime_ns) of the files in ``folder`` ending in ``suffix``."""
+    """stem -> (size, mtime_ns) of the files under ``folder`` ending in ``suffix``, the stem
+    relative to ``folder``: the files mmseg's ``BaseSegDataset`` reads (mmengine's recursive
+    listing: hidden files skipped, every subfolder entered)."""
     out = {}
-    with os.scandir(folder) as entries:
-        for entry in entries:
-            if entry.name.endswith(suffix) and entry.is_file():
-                stat = entry.stat()
-                out[entry.name[:-len(suffix)]] = (stat.st_size, stat.st_mtime_ns)
+    pending = [folder]
+    while pending:
+        current = pending.pop()
+        with os.scandir(current) as entries:
+            for entry in entries:
+                if not entry.name.startswith('.') and entry.is_file():
+                    if entry.name.endswith(suffix):
+                        stat = entry.stat()
+                        stem = os.path.relpath(entry.path, folder)[:-len(suffix)]
+                        out[stem] = (stat.st_size, stat.st_mtime_ns)
+                elif os.path.isdir(entry.path):
+                    pending.append(entry.path)
     return out
 
 
@@ -130,7 +141,8 @@ def cache_dir() -> str:
 def _verdict_key(spec: SplitSpec, images: dict, labels: dict) -> str:
     digest = hashlib.sha256()
     digest.update(json.dumps([CHECK_VERSION, os.path.abspath(spec.img_dir),
-                              os.path.abspath(spec.seg_dir), spec.max_label]).encode())
+                              os.path.abspath(spec.seg_dir), spec.img_suffix, spec.seg_suffix,
+                              spec.max_label]).encode())
     for listing in (images, labels):
         for stem in sorted(listing):
             digest.update(f'{stem}\0{listing[stem][0]}\0{listing[stem][1]}\n'.encode())
