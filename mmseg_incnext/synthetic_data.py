@@ -1,12 +1,17 @@
-"""A small synthetic dataset in mmseg's ADE20K layout, for demos and tests.
+"""Small synthetic datasets for demos and tests: ADE20K in mmseg's layout, Cityscapes as
+its official archives unpack.
 
-Each image is a scene of textured backgrounds (sky or wall above, floor below) with a few
-shapes (table rectangles, lamp discs, plant triangles).  Labels use ADE20K's annotation
-values (1..150, 0 = unlabelled, which ``reduce_zero_label`` turns into the ignore index),
-so the real ``ADE20KDataset`` and configs read it unchanged::
+ADE20K (:func:`make_synthetic_ade20k`): each image is a scene of textured backgrounds (sky
+or wall above, floor below) with a few shapes (table rectangles, lamp discs, plant
+triangles).  Labels use ADE20K's annotation values (1..150, 0 = unlabelled, which
+``reduce_zero_label`` turns into the ignore index), so the real ``ADE20KDataset`` and
+configs read it unchanged::
 
     ROOT/images/{training,validation}/NAME.jpg
     ROOT/annotations/{training,validation}/NAME.png
+
+Cityscapes (:func:`make_synthetic_cityscapes`): street scenes labelled with the official
+label ids, which tools/prepare_cityscapes.py converts to mmseg's train ids.
 """
 import os
 from typing import Dict, Sequence, Tuple
@@ -99,3 +104,94 @@ def make_synthetic_ade20k(root: str, num_train: int = 40, num_val: int = 10,
             Image.fromarray(image).save(os.path.join(image_dir, f'{name}.jpg'), quality=95)
             Image.fromarray(label).save(os.path.join(label_dir, f'{name}.png'))
     return root
+
+
+# Cityscapes label ids (mmseg_incnext.cityscapes.LABELS) of the street scene's parts.
+CS_SKY, CS_BUILDING, CS_ROAD, CS_SIDEWALK, CS_CAR, CS_PERSON, CS_POLE, CS_VEGETATION = (
+    23, 11, 7, 8, 26, 24, 17, 21)
+CITYSCAPES_CITIES = {'train': ('aachen', 'bochum'), 'val': ('frankfurt', ), 'test': ('berlin', )}
+
+
+def make_street_scene(rng: np.random.Generator, height: int, width: int,
+                      every_label_id: bool = False) -> Tuple[np.ndarray, np.ndarray]:
+    """One RGB image (uint8) and its Cityscapes label-id map (uint8): sky, buildings, road
+    and sidewalk, with cars, people, poles and trees. ``every_label_id`` adds a block of
+    each label id 0..33 (one 2x2 block per id along the top rows)."""
+    label = np.empty((height, width), np.uint8)
+    skyline, kerb = int(height * rng.uniform(0.2, 0.35)), int(height * rng.uniform(0.55, 0.7))
+    label[:skyline] = CS_SKY
+    label[skyline:kerb] = CS_BUILDING
+    label[kerb:] = CS_ROAD
+    label[kerb:kerb + max(2, height // 12), :] = CS_SIDEWALK
+    for _ in range(rng.integers(1, 4)):
+        kind = rng.choice([CS_CAR, CS_PERSON, CS_POLE, CS_VEGETATION])
+        x = int(rng.integers(0, width - 4))
+        if kind == CS_CAR:
+            label[kerb:kerb + height // 6, x:x + width // 6] = kind
+        elif kind == CS_PERSON:
+            label[kerb - height // 5:kerb + 2, x:x + max(2, width // 30)] = kind
+        elif kind == CS_POLE:
+            label[skyline // 2:kerb + 2, x:x + 2] = kind
+        else:
+            label[skyline - height // 10:kerb, x:x + width // 8] = kind
+    if every_label_id:
+        for label_id in range(34):
+            y, x = 2 * (label_id // (width // 2)), 2 * (label_id % (width // 2))
+            label[y:y + 2, x:x + 2] = label_id
+    image = np.zeros((height, width, 3), np.float32)
+    for value in np.unique(label):
+        mask = label == value
+        image[mask] = _texture(rng, (height, width), 200 + int(value))[mask]
+    return np.clip(image, 0, 255).astype(np.uint8), label
+
+
+def make_synthetic_cityscapes(root: str, per_city: int = 2, size: Tuple[int, int] = (64, 128),
+                              cities: Dict[str, Sequence[str]] = CITYSCAPES_CITIES,
+                              every_label_id: bool = True, seed: int = 0) -> str:
+    """Write Cityscapes as its official archives unpack (label ids, not train ids) under
+    ``root``; return ``root``::
+
+        ROOT/leftImg8bit/SPLIT/CITY/CITY_000000_0000NN_leftImg8bit.png
+        ROOT/gtFine/SPLIT/CITY/CITY_000000_0000NN_gtFine_labelIds.png   (and _color.png)
+
+    ``size`` is (height, width); tools/prepare_cityscapes.py converts the result (or its
+    zips, :func:`zip_synthetic_cityscapes`) into mmseg's layout.
+    """
+    rng = np.random.default_rng(seed)
+    for split, names in cities.items():
+        for city in names:
+            image_dir = os.path.join(root, 'leftImg8bit', split, city)
+            label_dir = os.path.join(root, 'gtFine', split, city)
+            os.makedirs(image_dir, exist_ok=True)
+            os.makedirs(label_dir, exist_ok=True)
+            for i in range(per_city):
+                image, label = make_street_scene(rng, *size, every_label_id)
+                name = f'{city}_000000_{i * 19:06d}'
+                Image.fromarray(image).save(os.path.join(image_dir, f'{name}_leftImg8bit.png'))
+                labels = os.path.join(label_dir, name + '_gtFine_')
+                Image.fromarray(label).save(labels + 'labelIds.png')
+                ids = label.astype(np.int64)
+                colour = np.stack([ids * 37 % 256, ids * 91 % 256, ids * 53 % 256], -1)
+                Image.fromarray(colour.astype(np.uint8)).save(labels + 'color.png')
+    return root
+
+
+def zip_synthetic_cityscapes(root: str, out_dir: str) -> Tuple[str, str]:
+    """Pack :func:`make_synthetic_cityscapes`'s folders as the official archives are packed
+    (``leftImg8bit/...`` and ``gtFine/...`` at the top, with a README and license.txt);
+    return the paths of leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip."""
+    import zipfile
+    os.makedirs(out_dir, exist_ok=True)
+    paths = []
+    for folder, archive_name in (('leftImg8bit', 'leftImg8bit_trainvaltest.zip'),
+                                 ('gtFine', 'gtFine_trainvaltest.zip')):
+        path = os.path.join(out_dir, archive_name)
+        with zipfile.ZipFile(path, 'w') as archive:
+            archive.writestr('README', 'synthetic Cityscapes-layout data\n')
+            archive.writestr('license.txt', 'none\n')
+            for current, _, files in sorted(os.walk(os.path.join(root, folder))):
+                for name in sorted(files):
+                    full = os.path.join(current, name)
+                    archive.write(full, os.path.relpath(full, root).replace(os.sep, '/'))
+        paths.append(path)
+    return paths[0], paths[1]
