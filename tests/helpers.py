@@ -2,6 +2,7 @@
 import os
 import re
 import socket
+import subprocess
 import uuid
 from typing import Dict
 
@@ -110,6 +111,19 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The timeout of every subprocess a test runs: it only tells a hung run from a slow one
 # (a loaded 2-core machine runs the slowest tool in minutes), inside CI's 90-minute limit.
 HUNG_AFTER_S = 30 * 60
+
+# mmseg's own tools/train.py and tools/test.py, as its wheel installs them.
+MMSEG_TOOLS = os.path.join(os.path.dirname(__import__('mmseg').__file__), '.mim', 'tools')
+
+
+def run_tool(args, env=None, cwd=REPO_ROOT) -> str:
+    """Run a command line to its end and return its output; fail with the output's tail
+    when it exits non-zero."""
+    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True,
+                            timeout=HUNG_AFTER_S, env={**os.environ, **(env or {})})
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    return output
 
 
 def free_port() -> int:

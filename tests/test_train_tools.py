@@ -5,17 +5,8 @@ import sys
 
 import pytest
 from mmseg_incnext.checkpoint_safety import safe_torch_load
-from tests.helpers import HUNG_AFTER_S, REPO_ROOT, free_port, miou, write_tiny_config
-
-MMSEG_TOOLS = os.path.join(os.path.dirname(__import__('mmseg').__file__), '.mim', 'tools')
-
-
-def run(args, env=None):
-    result = subprocess.run(args, cwd=REPO_ROOT, capture_output=True, text=True,
-                            timeout=HUNG_AFTER_S, env={**os.environ, **(env or {})})
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-4000:]
-    return output
+from tests.helpers import (HUNG_AFTER_S, MMSEG_TOOLS, REPO_ROOT, free_port, miou,
+                           run_tool as run, write_tiny_config)
 
 
 @pytest.fixture(scope='module')
