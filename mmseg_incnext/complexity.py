@@ -2,8 +2,11 @@
 
 MACs are counted by ``torch.utils.flop_counter`` on the ``meta`` device: no weights are
 allocated and nothing is computed, so even UperNet-B at 512x2048 takes a fraction of a
-second. Convolutions and matrix products are counted (MACs = FLOPs / 2); element-wise
-ops such as norms, activations and interpolation are not, as in the paper's counts.
+second. A model that reads a tensor's value while it runs (Mask2Former's deformable
+attention checks its level shapes) cannot run there; it is counted on the CPU with random
+weights instead. Convolutions and matrix products are counted (MACs = FLOPs / 2);
+element-wise ops such as norms, activations, interpolation and deformable attention's
+sampling are not, as in the paper's counts.
 """
 from typing import Dict, NamedTuple, Tuple
 
@@ -33,16 +36,37 @@ class ModelSize(NamedTuple):
 
 def count_params_and_macs(cfg: Config, shape: Tuple[int, int]) -> ModelSize:
     """Parameters, MACs and the backbone's share of the MACs of ``cfg.model`` for one
-    image of ``shape`` (H, W)."""
+    image of ``shape`` (H, W).
+
+    The MACs are those of a prediction: the backbone (and neck) and the decode head's
+    ``predict``, which every mmseg head has (Mask2Former's ``forward`` needs data samples
+    that ``mode='tensor'`` does not pass); auxiliary heads, used only in training, are not
+    counted.
+    """
     model_cfg = cfg.model.copy()
     model_cfg.pop('data_preprocessor', None)
     backbone = model_cfg.get('backbone', {})
     backbone.pop('init_cfg', None)
     replace_sync_bn(model_cfg)  # SyncBN cannot run outside a process group
-    with torch.device('meta'):
+    try:
+        return _count_on(torch.device('meta'), model_cfg, shape)
+    except RuntimeError as error:
+        if 'meta tensors' not in str(error):
+            raise
+    with torch.no_grad():
+        return _count_on(torch.device('cpu'), model_cfg, shape)
+
+
+def _count_on(device: torch.device, model_cfg: dict, shape: Tuple[int, int]) -> ModelSize:
+    with device:
         model = MODELS.build(model_cfg).eval()
         params = sum(p.numel() for p in model.parameters())
-        image = torch.empty(1, 3, *shape)
-        flops = count_flops(lambda: model(image, mode='tensor'))
+        image = torch.empty(1, 3, *shape).normal_()
+        meta = dict(img_shape=shape, pad_shape=shape, ori_shape=shape)
+
+        def predict():
+            model.decode_head.predict(model.extract_feat(image), [meta], model.test_cfg)
+
+        flops = count_flops(predict)
         backbone_flops = count_flops(lambda: model.backbone(image))
     return ModelSize(params, flops // 2, backbone_flops // 2)

@@ -78,3 +78,19 @@ def test_configs_build_with_their_backbone_dims():
         assert list(model.backbone.dims) == list(
             cfg.model.decode_head.in_channels if name.startswith('upernet')
             else cfg.model.neck.in_channels)
+
+
+def test_model_size_of_a_head_that_cannot_run_on_meta():
+    """Mask2Former reads tensor values while it runs, so it is counted on the CPU: all its
+    parameters, the backbone's MACs those of the same backbone under FPN, and a head's."""
+    shape = (64, 64)
+    mask2former = load('mask2former/incnext_t_ade20k.py')
+    size = count_params_and_macs(mask2former, shape)
+    fpn = count_params_and_macs(load('fpn/incnext_t_ade20k.py'), shape)
+    assert size.backbone_macs == fpn.backbone_macs
+    assert size.macs > size.backbone_macs
+    mask2former.model.backbone.pop('init_cfg')
+    mask2former.model.pop('data_preprocessor')
+    init_default_scope('mmseg')
+    model = MODELS.build(mask2former.model)
+    assert size.params == sum(p.numel() for p in model.parameters())
