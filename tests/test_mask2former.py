@@ -1,6 +1,8 @@
 """configs/mask2former/: mmseg's Swin Mask2Former recipe with InceptionNeXt; the error
-without mmdet (mmseg_incnext.mask2former); a tiny run of our tools and mmseg's; ONNX."""
+without mmdet (mmseg_incnext.mask2former); a tiny run of our tools and mmseg's; the ONNX
+export of tools/export_onnx.py (mmseg_incnext.deploy.mask2former_export)."""
 import os
+import re
 import subprocess
 import sys
 
@@ -24,12 +26,6 @@ SHRINK = dict(backbone=dict(arch='atto'),
                                pixel_decoder=dict(encoder=dict(num_layers=1)),
                                transformer_decoder=dict(num_layers=3),
                                train_cfg=dict(num_points=256)))
-SHRINK_OPTIONS = ['model.backbone.arch=atto',
-                  f'model.decode_head.in_channels={ATTO_DIMS}'.replace(' ', ''),
-                  'model.decode_head.num_queries=8',
-                  'model.decode_head.pixel_decoder.encoder.num_layers=1',
-                  'model.decode_head.transformer_decoder.num_layers=3',
-                  'model.decode_head.train_cfg.num_points=256']
 # Makes `import mmdet` fail in a subprocess as it does where mmdet is not installed.
 WITHOUT_MMDET = "import sys; sys.modules['mmdet'] = None\n"
 
@@ -192,10 +188,14 @@ runpy.run_path(sys.argv[0], run_name='__main__')
 @pytest.fixture(scope='module')
 def tiny_mask2former(tmp_path_factory, tiny_ade20k, released_weights):
     """Mask2Former-T on 64x64 crops of the tiny ADE20K, 2 iterations, validated at the
-    end; shrunk further by SHRINK_OPTIONS on each command line."""
-    folder = tmp_path_factory.mktemp('mask2former')
-    return write_tiny_config(str(folder), 'configs/mask2former/incnext_t_ade20k.py',
+    end, with the atto backbone and the shallow head of SHRINK."""
+    folder = str(tmp_path_factory.mktemp('mask2former'))
+    tiny = write_tiny_config(folder, 'configs/mask2former/incnext_t_ade20k.py',
                              tiny_ade20k, released_weights('atto'))
+    path = os.path.join(folder, 'shrunk_' + os.path.basename(tiny))
+    with open(path, 'w') as f:
+        f.write(f'_base_ = [{tiny!r}]\nmodel = {SHRINK!r}\n')
+    return path
 
 
 @pytest.fixture(scope='module')
@@ -206,8 +206,7 @@ def trained(tiny_mask2former, tmp_path_factory):
     for tool, script in (('ours', 'tools/train.py'),
                          ('mmseg', os.path.join(MMSEG_TOOLS, 'train.py'))):
         work = str(tmp_path_factory.mktemp(f'trained_{tool}'))
-        _, out = run([sys.executable, script, tiny_mask2former, '--work-dir', work,
-                      '--cfg-options', *SHRINK_OPTIONS])
+        _, out = run([sys.executable, script, tiny_mask2former, '--work-dir', work])
         assert 'Iter(train) [2/2]' in out and 'decode.loss_dice' in out, out[-3000:]
         checkpoint = os.path.join(work, 'iter_2.pth')
         assert os.path.isfile(checkpoint)
@@ -224,5 +223,57 @@ def test_each_test_tool_reproduces_the_other_trainers_validation(tiny_mask2forme
     checkpoint, validated = trained[trainer]
     tester = os.path.join(MMSEG_TOOLS, 'test.py') if trainer == 'ours' else 'tools/test.py'
     _, out = run([sys.executable, tester, tiny_mask2former, checkpoint, '--work-dir',
-                  str(tmp_path), '--cfg-options', *SHRINK_OPTIONS])
+                  str(tmp_path)])
     assert miou(out) == pytest.approx(validated, abs=0.01)
+
+
+def shrunk_model(size='t'):
+    """The config's segmentor with SHRINK applied, in eval mode, its class and mask
+    embeddings redrawn larger so that the classes' scores differ across the image."""
+    cfg = Config.fromfile(config_path(size))
+    cfg.merge_from_dict(dict(model=SHRINK))
+    model = build(cfg).eval()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for layer in [model.decode_head.cls_embed, *model.decode_head.mask_embed]:
+            if isinstance(layer, nn.Linear):
+                layer.weight.normal_(0, 0.5)
+    return model
+
+
+def test_mask2former_logits_are_the_heads_predict():
+    """The module the exporter runs: mmseg's Mask2FormerHead.predict of images whose
+    padded size is their size; other segmentors are exported as they are."""
+    from mmseg_incnext.deploy.mask2former_export import Mask2FormerLogits, exportable
+    model = shrunk_model()
+    images = torch.randn(2, 3, 64, 96, generator=torch.Generator().manual_seed(1))
+    metas = [dict(img_shape=(64, 96), pad_shape=(64, 96))] * 2
+    with torch.no_grad():
+        features = model.extract_feat(images)
+        expected = model.decode_head.predict(features, metas, None)
+        got = exportable(model).decode_head(features)
+    assert got.shape == expected.shape == (2, 150, 64, 96)
+    assert torch.allclose(got, expected, atol=1e-6)
+    assert expected.argmax(1).unique().numel() > 1  # not a constant map
+    assert exportable(model).decode_head.head is not model.decode_head  # a copy
+
+    upernet = build(Config.fromfile(os.path.join(REPO_ROOT, 'configs', 'upernet',
+                                                 'incnext_t_ade20k.py')))
+    assert exportable(upernet) is upernet
+    with pytest.raises(TypeError, match='expected mmseg Mask2FormerHead, got UPerHead'):
+        Mask2FormerLogits(upernet.decode_head)
+
+
+def test_export_onnx_tool_verifies_a_trained_mask2former(tiny_mask2former, trained, tmp_path):
+    """tools/export_onnx.py on our train.py's checkpoint, free height and width: written
+    only after ONNX Runtime reproduced PyTorch on three sizes (one odd), as it prints."""
+    checkpoint, _ = trained['ours']
+    out = str(tmp_path / 'mask2former.onnx')
+    _, output = run([sys.executable, 'tools/export_onnx.py', tiny_mask2former, checkpoint,
+                     '--out', out, '--shape', '64', '64', '--dynamic'])
+    assert os.path.isfile(out)
+    figures = re.findall(r'(\d+)x3x(\d+)x(\d+): max abs logit diff ([0-9.e+-]+), '
+                         r'labels equal ([0-9.]+)%', output)
+    assert [f[:3] for f in figures] == [('1', '64', '64'), ('2', '96', '128'),
+                                        ('1', '69', '48')], output[-3000:]
+    assert all(float(f[3]) <= 1e-3 and float(f[4]) >= 99.9 for f in figures), figures

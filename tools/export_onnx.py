@@ -3,7 +3,8 @@
     python tools/export_onnx.py CONFIG CHECKPOINT --out model.onnx [--dynamic]
 
 The graph is the whole segmentor as mmseg's test runs it (fused InceptionNeXt backbone,
-neck, decode head, bilinear resize to the input; no auxiliary head): input ``images``,
+neck, decode head (a Mask2Former head: the semantic logits of its ``predict``), bilinear
+resize to the input; no auxiliary head): input ``images``,
 normalised N x 3 x H x W float32 as the config's data preprocessor makes them; output
 ``logits`` (N x classes x H x W) or ``labels`` (N x H x W, int64). With ``--dynamic``
 batch, height and width are free (any size, not only multiples of 32); otherwise only the
@@ -22,6 +23,7 @@ if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
 import mmseg_incnext.stack_fixes  # noqa: F401,E402  (safe checkpoint reading)
+from mmseg_incnext.deploy.mask2former_export import exportable  # noqa: E402
 from mmseg_incnext.deploy.onnx_export import (  # noqa: E402
     OUTPUTS, ExportMismatchError, describe,
     export_onnx)
@@ -51,7 +53,7 @@ def main():
         raise SystemExit(f'Checkpoint file not found: {args.checkpoint}')
     cfg = Config.fromfile(args.config)
     replace_sync_bn(cfg.model)  # identical in eval mode; SyncBN needs a process group
-    model = init_model(cfg, args.checkpoint, device='cpu')
+    model = exportable(init_model(cfg, args.checkpoint, device='cpu'))
     with warnings.catch_warnings():
         # the exporter's notes on shape arithmetic and constant folding; the verification
         # below decides whether the graph is right
