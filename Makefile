@@ -1,20 +1,27 @@
 # `make test` sets up both stacks CI tests (idempotent; the first run builds mmcv for each,
 # 10-20 min apiece on 2 cores) and runs the full suite on the current stack, including the
-# cross-stack checkpoint tests, and the compatibility suite on the legacy stack.
+# cross-stack checkpoint tests, and the compatibility suite on the legacy stack; then the
+# mmdeploy tests on the legacy stack with mmdeploy 1.3.1 (its own venv, no mmcv build).
 VENV ?= .venv
 LEGACY_VENV ?= .venv-legacy
+MMDEPLOY_VENV ?= .venv-mmdeploy
 PY := $(VENV)/bin/python
 LEGACY_PY := $(LEGACY_VENV)/bin/python
+MMDEPLOY_PY := $(MMDEPLOY_VENV)/bin/python
 
-.PHONY: setup setup-legacy test test-current test-legacy demo clean
+.PHONY: setup setup-legacy setup-mmdeploy test test-current test-legacy test-mmdeploy demo clean
 setup:
 	bash tools/setup_env.sh
 
 setup-legacy:
 	VENV=$(LEGACY_VENV) bash tools/setup_env.sh --stack legacy
 
-test: setup setup-legacy
+setup-mmdeploy:
+	VENV=$(MMDEPLOY_VENV) bash tools/setup_env.sh --stack mmdeploy
+
+test: setup setup-legacy setup-mmdeploy
 	$(MAKE) test-legacy
+	$(MAKE) test-mmdeploy
 	MMSEG_INCNEXT_LEGACY_PYTHON=$(abspath $(LEGACY_PY)) $(PY) -m pytest tests -q
 
 test-current: setup
@@ -25,8 +32,13 @@ test-current: setup
 test-legacy: setup-legacy
 	$(LEGACY_PY) -m pytest tests -q -m "not current_stack_only"
 
+# mmdeploy's export and its ONNX Runtime backend and SDK against PyTorch (the other stacks
+# skip tests/test_mmdeploy.py: they have no mmdeploy).
+test-mmdeploy: setup-mmdeploy
+	$(MMDEPLOY_PY) -m pytest tests/test_mmdeploy.py -q
+
 demo: setup
 	$(PY) tools/run_demo.py
 
 clean:
-	rm -rf $(VENV) $(LEGACY_VENV) work_dirs
+	rm -rf $(VENV) $(LEGACY_VENV) $(MMDEPLOY_VENV) work_dirs

@@ -29,6 +29,10 @@ setup(
         # configs/mask2former/: mmseg's Mask2Former head is built from mmdet's modules;
         # mmdet 3.3.0 is the last release accepting mmcv 2.1.0 (it requires mmcv < 2.2).
         'mask2former': ['mmdet==3.3.0'],
+        # mmdeploy's export (configs/deploy/, docs/deploy.md); legacy stack only (Python 3.10,
+        # torch 2.1, numpy < 2): its ONNX Runtime custom-op library is built for 1.15.1.
+        'mmdeploy': ['mmdeploy==1.3.1', 'mmdeploy-runtime==1.3.1', 'onnx',
+                     'onnxruntime==1.15.1'],
     },
     zip_safe=False,
 )

@@ -4,6 +4,7 @@
 #
 #   bash tools/setup_env.sh                   # current stack -> .venv/
 #   bash tools/setup_env.sh --stack legacy    # torch 2.1 + numpy 1.26 stack -> .venv-legacy/
+#   bash tools/setup_env.sh --stack mmdeploy  # legacy + mmdeploy 1.3.1 -> .venv-mmdeploy/
 #
 # Idempotent: a second run only checks a stamp. mmcv 2.1.0 is built from source with its ops
 # once per machine (10-20 minutes on 2 cores) and the wheel cached outside the repository,
@@ -14,15 +15,17 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 STACK=current
 while [[ $# -gt 0 ]]; do
     case "$1" in
-        --stack) STACK="${2:?--stack needs a value: current or legacy}"; shift 2 ;;
+        --stack) STACK="${2:?--stack needs a value: current, legacy or mmdeploy}"; shift 2 ;;
         --stack=*) STACK="${1#--stack=}"; shift ;;
-        -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
-        *) echo "!!! [setup] unknown argument $1 (usage: $0 [--stack current|legacy])" >&2; exit 2 ;;
+        -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+        *) echo "!!! [setup] unknown argument $1 (usage: $0 [--stack current|legacy|mmdeploy])" >&2; exit 2 ;;
     esac
 done
 
 # Each stack: the Python version, the packages pinned by the user's environment (torch and
-# its companions, given as a pip constraints file so that nothing installed later moves them).
+# its companions, given as pip constraints files so that nothing installed later moves them),
+# and the plugin's extras installed with the test ones.
+EXTRAS='tests,mask2former'
 case "$STACK" in
     current)
         PYTHON_VERSION=3.11
@@ -36,9 +39,19 @@ case "$STACK" in
         DEFAULT_VENV="$ROOT/.venv-legacy"
         TORCH_SPECS=('torch==2.1.2' 'torchvision==0.16.2')
         ;;
-    *) echo "!!! [setup] unknown stack '$STACK' (choose current or legacy)" >&2; exit 2 ;;
+    mmdeploy)
+        # mmdeploy 1.3.1 supports the legacy stack only; its mmcv wheel is legacy's.
+        PYTHON_VERSION=3.10
+        DEFAULT_VENV="$ROOT/.venv-mmdeploy"
+        TORCH_SPECS=('torch==2.1.2' 'torchvision==0.16.2')
+        CONSTRAINT_FILES=("$ROOT/tools/stacks/legacy.txt" "$ROOT/tools/stacks/mmdeploy.txt")
+        EXTRAS='tests,mask2former,mmdeploy'
+        ;;
+    *) echo "!!! [setup] unknown stack '$STACK' (choose current, legacy or mmdeploy)" >&2; exit 2 ;;
 esac
-CONSTRAINTS="$ROOT/tools/stacks/$STACK.txt"
+[[ -v CONSTRAINT_FILES ]] || CONSTRAINT_FILES=("$ROOT/tools/stacks/$STACK.txt")
+CONSTRAINTS=()
+for file in "${CONSTRAINT_FILES[@]}"; do CONSTRAINTS+=(-c "$file"); done
 VENV="${VENV:-$DEFAULT_VENV}"
 CACHE="${MMSEG_INCNEXT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mmseg-incnext}"
 MMCV_VERSION='2.1.0'
@@ -48,7 +61,7 @@ CURRENT_STEP='start'
 trap 'echo "!!! [setup $STACK] FAILED during: $CURRENT_STEP (see the output above)" >&2' ERR
 
 STAMP="$VENV/.mmseg-incnext-stamp"
-want_stamp="$(cat "$ROOT/tools/setup_env.sh" "$CONSTRAINTS" "$ROOT/setup.py" | sha256sum | cut -d' ' -f1)"
+want_stamp="$(cat "$ROOT/tools/setup_env.sh" "${CONSTRAINT_FILES[@]}" "$ROOT/setup.py" | sha256sum | cut -d' ' -f1)"
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$want_stamp" && -x "$VENV/bin/python" ]]; then
     echo "[setup $STACK] $VENV is up to date (delete it or $STAMP to rebuild)"
     exit 0
@@ -102,7 +115,7 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 CURRENT_STEP="install build tools and ${TORCH_SPECS[*]} (first time: a large download)"
 step "$CURRENT_STEP"
 "${PIP[@]}" install -q --upgrade pip
-"${PIP[@]}" install --progress-bar on -c "$CONSTRAINTS" setuptools wheel ninja "${TORCH_SPECS[@]}"
+"${PIP[@]}" install --progress-bar on "${CONSTRAINTS[@]}" setuptools wheel ninja "${TORCH_SPECS[@]}"
 
 PY_TAG="$("$VENV/bin/python" -c 'import sys; print(f"cp{sys.version_info.major}{sys.version_info.minor}")')"
 TORCH_TAG="$("$VENV/bin/python" -c 'import torch; print(torch.__version__.replace("+", "_"))')"
@@ -141,7 +154,7 @@ fi
 
 CURRENT_STEP="install mmcv, mmengine and mmsegmentation (the user's OpenMMLab environment)"
 step "$CURRENT_STEP"
-"${PIP[@]}" install -q -c "$CONSTRAINTS" "$MMCV_WHEEL" mmengine==0.10.7 mmsegmentation==1.2.2 \
+"${PIP[@]}" install -q "${CONSTRAINTS[@]}" "$MMCV_WHEEL" mmengine==0.10.7 mmsegmentation==1.2.2 \
     ftfy regex
 
 # What a user does in their own environment: a plain install of the plugin must leave the
@@ -163,13 +176,13 @@ if [[ "$before" != "$after" ]]; then
     false
 fi
 
-CURRENT_STEP="install the test extras (timm, pytest, mmpretrain, onnx, onnxruntime) and mmdet"
+CURRENT_STEP="install the extras $EXTRAS (timm, pytest, mmpretrain, onnx, onnxruntime, mmdet, ...)"
 step "$CURRENT_STEP"
-"${PIP[@]}" install -q -c "$CONSTRAINTS" -e "$ROOT[tests,mask2former]"
+"${PIP[@]}" install -q "${CONSTRAINTS[@]}" -e "$ROOT[$EXTRAS]"
 
 CURRENT_STEP="check the stack imports"
 step "$CURRENT_STEP"
-"$VENV/bin/python" - <<'PY'
+"$VENV/bin/python" - "$STACK" <<'PY'
 import mmcv, mmdet, mmengine, mmseg, numpy, onnxruntime, timm, torch, torchvision
 from mmcv.ops import nms  # noqa: F401  (fails if mmcv was built without ops)
 import mmseg.models  # noqa: F401
@@ -179,6 +192,11 @@ print(f"python {sys.version.split()[0]}, torch {torch.__version__}, torchvision 
       f"{torchvision.__version__}, numpy {numpy.__version__}, mmcv {mmcv.__version__}, "
       f"mmengine {mmengine.__version__}, mmseg {mmseg.__version__}, mmdet {mmdet.__version__}, "
       f"timm {timm.__version__}")
+if sys.argv[1] == 'mmdeploy':
+    import mmdeploy, mmdeploy_runtime  # noqa: F401
+    from mmdeploy.backend.onnxruntime import is_available
+    assert is_available(), "mmdeploy's ONNX Runtime backend is not available"
+    print(f"mmdeploy {mmdeploy.__version__}, onnxruntime {onnxruntime.__version__}")
 PY
 
 echo "$want_stamp" > "$STAMP"
