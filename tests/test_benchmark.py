@@ -93,6 +93,28 @@ def test_benchmark_segmentor_level_runs_and_reports_the_backbone_bound(tmp_path)
     assert expected in proc.stdout, proc.stdout[-2000:]
 
 
+def test_benchmark_onnx_rows_fp32_int8_and_the_int8_control(tmp_path):
+    """--onnx: FPN-T's eager path, its fp32 export and its int8 file (with a control copy)
+    each run, and the table has both reference columns and the int8 pair's gap."""
+    pytest.importorskip('onnxruntime.quantization')
+    out = tmp_path / 'onnx.json'
+    cmd = [sys.executable, os.path.join(REPO_ROOT, 'tools', 'benchmark.py'), '--level',
+           'segmentor', '--onnx', '--sizes', '64', '--modes', 'infer', '--layouts', 'cl',
+           '--batch', '1', '--warmup', '0', '--repeats', '1', '--threads', '1', '--no-memory',
+           '--only', 'FPN-T (ours, ONNX', '--json', str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=HUNG_AFTER_S,
+                          cwd=REPO_ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert_no_error_rows(result)
+    (run, ) = result['runs']
+    assert {r['model'] for r in run['rows']} == {
+        'FPN-T (ours)', 'FPN-T (ours, ONNX Runtime)', 'FPN-T (ours, ONNX Runtime int8)',
+        'FPN-T (ours, ONNX Runtime int8) control copy'}
+    assert '### FPN, ONNX Runtime' in proc.stdout and 'x ORT fp32' in proc.stdout
+    assert 'FPN-T (ours, ONNX Runtime int8) and its copy' in proc.stdout, proc.stdout[-2000:]
+
+
 def test_a_failing_contender_is_reported_and_the_others_are_timed():
     def broken():
         raise RuntimeError('cannot build\nsecond line')

@@ -18,10 +18,9 @@ from mmseg_incnext.cityscapes_prep import (ArchiveContentsError, CityscapesLabel
                                            MissingArchiveError, OutputConflictError, convert)
 from mmseg_incnext.run_data_check import check_data, split_specs
 from mmseg_incnext.synthetic_data import make_synthetic_cityscapes, zip_synthetic_cityscapes
-from tests.helpers import HUNG_AFTER_S, REPO_ROOT, miou
+from tests.helpers import HUNG_AFTER_S, MMSEG_TOOLS, REPO_ROOT, miou, run_tool as run
 
 MMSEG_DIR = os.path.dirname(__import__('mmseg').__file__)
-MMSEG_TOOLS = os.path.join(MMSEG_DIR, '.mim', 'tools')
 MMSEG_RECIPE = os.path.join(MMSEG_DIR, '.mim', 'configs', 'upernet',
                             'upernet_r50_4xb2-80k_cityscapes-512x1024.py')
 CONFIGS = {size: f'configs/upernet/incnext_{size}_cityscapes.py' for size in 'tsb'}
@@ -305,14 +304,6 @@ def tiny_options(data_root, weights):
     for loader in LOADERS[1:]:
         options.append(f'{loader}.dataset.pipeline.1.scale=(128,64)')  # Resize
     return ['--cfg-options', *options]
-
-
-def run(args):
-    result = subprocess.run(args, cwd=REPO_ROOT, capture_output=True, text=True,
-                            timeout=HUNG_AFTER_S)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-4000:]
-    return output
 
 
 def tool(tools, name):

@@ -11,10 +11,9 @@ import torch
 import torch.nn as nn
 from mmengine.config import Config
 
-from tests.helpers import HUNG_AFTER_S, REPO_ROOT, miou, write_tiny_config
+from tests.helpers import HUNG_AFTER_S, MMSEG_TOOLS, REPO_ROOT, miou, write_tiny_config
 
 MMSEG_CONFIGS = os.path.join(os.path.dirname(__import__('mmseg').__file__), '.mim', 'configs')
-MMSEG_TOOLS = os.path.join(os.path.dirname(__import__('mmseg').__file__), '.mim', 'tools')
 SWIN_T = os.path.join(MMSEG_CONFIGS, 'mask2former',
                       'mask2former_swin-t_8xb2-160k_ade20k-512x512.py')
 ARCHS = {'t': 'tiny', 's': 'small', 'b': 'base'}

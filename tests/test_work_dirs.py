@@ -14,9 +14,8 @@ from mmengine.runner import Runner
 
 from mmseg_incnext.checkpoint_safety import CheckpointError, UnsafeCheckpointError, safe_torch_load
 from mmseg_incnext.complexity import PAPER_MODEL_SIZES
-from tests.helpers import HUNG_AFTER_S, REPO_ROOT, write_tiny_config
+from tests.helpers import HUNG_AFTER_S, MMSEG_TOOLS, REPO_ROOT, write_tiny_config
 
-MMSEG_TOOLS = os.path.join(os.path.dirname(__import__('mmseg').__file__), '.mim', 'tools')
 TRAIN_TOOLS = {'ours': os.path.join(REPO_ROOT, 'tools', 'train.py'),
                'mmseg': os.path.join(MMSEG_TOOLS, 'train.py')}
 # Every training config (mmdeploy's deploy configs under configs/deploy/ are not ones).

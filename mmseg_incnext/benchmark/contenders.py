@@ -3,15 +3,17 @@
 Backbones: ours (fused, without its output norms, unfused, and control copies) against
 timm's InceptionNeXt, ConvNeXt-T (timm and mmpretrain) and ResNet-50. Segmentors: our
 UperNet and FPN configs against the same heads on timm's InceptionNeXt-T and on ConvNeXt-T,
-the backbones alone inside UperNet, and our segmentors exported to ONNX Runtime.
+the backbones alone inside UperNet, and our segmentors exported to ONNX Runtime in fp32
+and int8.
 The segmentors are built from this checkout's ``configs/``.
 """
 import os
 import tempfile
 import warnings
 from functools import partial
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Tuple
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -80,26 +82,53 @@ def build_segmentor(config: str, backbone: str = 'ours', channels_last: bool = T
     return MODELS.build(cfg.model)
 
 
-def onnx_runtime_spec(name: str, config: str) -> ModelSpec:
-    """Our segmentor exported with free H and W (:func:`export_onnx`, verified), once per
-    process, and run by ONNX Runtime; inference only."""
-    exported: Dict[str, object] = {}
+_EXPORTS: Dict[Tuple[str, bool], str] = {}  # (config, int8) -> file, once per process
+_EXPORT_FOLDER: List[tempfile.TemporaryDirectory] = []
+# Noise images the int8 graph is calibrated on: enough for its speed (the benchmark's
+# subject), not for its accuracy, which tools/quantize_onnx.py calibrates on data and checks.
+CALIBRATION_NOISE = dict(count=2, height=128, width=128, seed=0)
+# The graph has free H and W; a small export size keeps its verification cheap.
+EXPORT_SHAPE = (128, 128)
 
+
+def onnx_file(config: str, int8: bool = False) -> str:
+    """Our segmentor of ``config`` with random weights, exported with free H and W
+    (:func:`export_onnx`, verified), and with ``int8`` quantized (calibrated on
+    :data:`CALIBRATION_NOISE`); each file made once per process."""
+    key = (config, int8)
+    if key in _EXPORTS:
+        return _EXPORTS[key]
+    if not _EXPORT_FOLDER:
+        _EXPORT_FOLDER.append(tempfile.TemporaryDirectory(prefix='mmseg-incnext-bench.'))
+    stem = os.path.join(_EXPORT_FOLDER[0].name, os.path.basename(config)[:-len('.py')])
+    if int8:
+        from mmseg_incnext.deploy.quantize import quantize_graph
+        noise = np.random.default_rng(CALIBRATION_NOISE['seed']).standard_normal(
+            (CALIBRATION_NOISE['count'], 1, 3, CALIBRATION_NOISE['height'],
+             CALIBRATION_NOISE['width'])).astype(np.float32)
+        path = f'{stem}_int8.onnx'
+        quantize_graph(onnx_file(config), path, list(noise))
+    else:
+        from mmseg_incnext.deploy.onnx_export import export_onnx
+        path = f'{stem}.onnx'
+        with warnings.catch_warnings():
+            warnings.filterwarnings('ignore', category=torch.jit.TracerWarning)
+            warnings.filterwarnings('ignore', message='Constant folding')
+            export_onnx(build_segmentor(config), path, EXPORT_SHAPE, dynamic=True)
+    _EXPORTS[key] = path
+    return path
+
+
+def onnx_runtime_spec(name: str, config: str, int8: bool = False) -> ModelSpec:
+    """:func:`onnx_file` run by ONNX Runtime (as ``tools/test.py`` runs an export);
+    inference only."""
     def build() -> nn.Module:
-        if 'path' not in exported:
-            from mmseg_incnext.deploy.onnx_export import export_onnx
-            exported['folder'] = tempfile.TemporaryDirectory()
-            path = os.path.join(exported['folder'].name, 'model.onnx')
-            with warnings.catch_warnings():
-                warnings.filterwarnings('ignore', category=torch.jit.TracerWarning)
-                warnings.filterwarnings('ignore', message='Constant folding')
-                export_onnx(build_segmentor(config), path, dynamic=True)
-            exported['path'] = path
         from mmengine.config import Config
 
         from mmseg_incnext.deploy.onnx_runtime import OnnxRuntimeSegmentor
         head = Config.fromfile(os.path.join(REPO_ROOT, config)).model.decode_head
-        return OnnxRuntimeSegmentor(exported['path'], head.num_classes, head.align_corners)
+        return OnnxRuntimeSegmentor(onnx_file(config, int8), head.num_classes,
+                                    head.align_corners)
     return ModelSpec(name, build, onnx_logits, modes=('infer', ))
 
 
@@ -178,11 +207,18 @@ FPN_CONVNEXT = _segmentor_spec('FPN-ConvNeXt-T', FPN, 'convnext', segmentor_logi
 
 
 def onnx_comparisons() -> List[Comparison]:
-    """Our UperNet and FPN exported to ONNX and run by ONNX Runtime, against our PyTorch
-    eager path (the fused backbone)."""
-    return [Comparison(f'{name}, ONNX Runtime', (eager, onnx_runtime_spec(
-        f'{name}-T (ours, ONNX Runtime)', config)), {'PyTorch': (eager, )})
-        for name, config, eager in (('UperNet', UPERNET, UPERNET_OURS), ('FPN', FPN, FPN_OURS))]
+    """Our UperNet and FPN exported to ONNX and run by ONNX Runtime in fp32 and int8 (with a
+    control copy), against our PyTorch eager path (the fused backbone) and the fp32 file."""
+    comparisons = []
+    for name, config, eager in (('UperNet', UPERNET, UPERNET_OURS), ('FPN', FPN, FPN_OURS)):
+        fp32 = onnx_runtime_spec(f'{name}-T (ours, ONNX Runtime)', config)
+        int8 = onnx_runtime_spec(f'{name}-T (ours, ONNX Runtime int8)', config, int8=True)
+        control = onnx_runtime_spec(f'{name}-T (ours, ONNX Runtime int8) control copy', config,
+                                    int8=True)
+        comparisons.append(Comparison(f'{name}, ONNX Runtime', (eager, fp32, int8, control),
+                                      {'PyTorch': (eager, ), 'ORT fp32': (fp32, )},
+                                      ((int8, control), )))
+    return comparisons
 
 
 def segmentor_comparisons() -> List[Comparison]:

@@ -193,8 +193,12 @@ def _calibration_inputs(cfg: Config, fp32_file: str, items: list) -> List[np.nda
     return recorder.recorded
 
 
-def _quantize(fp32_file: str, int8_file: str, inputs: Sequence[np.ndarray],
-              method: str) -> None:
+def quantize_graph(fp32_file: str, int8_file: str, inputs: Sequence[np.ndarray],
+                   method: str = 'minmax') -> None:
+    """Write ``int8_file``: ``fp32_file`` statically quantized (QDQ, per-channel int8
+    weights, uint8 activations), its activation ranges calibrated by ``method`` on
+    ``inputs`` (the graph's ``images``, NCHW float32). No check: :func:`quantize_onnx` is the
+    checked path."""
     quantization = quantization_api()
     methods = dict(minmax=quantization.CalibrationMethod.MinMax,
                    entropy=quantization.CalibrationMethod.Entropy,
@@ -294,7 +298,7 @@ def quantize_onnx(cfg: Config, fp32_file: str, int8_file: str, calib_images: int
 
     inputs = _calibration_inputs(cfg, fp32_file, calibration)
     with atomic_output(int8_file) as tmp:
-        _quantize(fp32_file, tmp, inputs, method)
+        quantize_graph(fp32_file, tmp, inputs, method)
         check = self_check(cfg, fp32_file, tmp, check_items, num_classes, ignore_index)
         if check.label_agreement < min_agreement:
             raise AgreementError(
