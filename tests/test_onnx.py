@@ -60,7 +60,7 @@ def segmentor(config):
     return model.eval()
 
 
-@pytest.mark.parametrize('bins', [1, 2, 3, 6])
+@pytest.mark.parametrize('bins', [1, 2, 3, 6, (2, 3)])
 @pytest.mark.parametrize('size', [(6, 6), (7, 11), (13, 5), (33, 64)])
 def test_adaptive_pooling_for_any_size_equals_pytorch(bins, size):
     x = torch.randn(2, 4, *size)

@@ -4,14 +4,15 @@ The TorchScript exporter records the operations run on one example input; Python
 arithmetic on shapes is frozen into the graph. :class:`ExportableSegmentor` is built so
 that nothing depends on the example's size: the backbone is the fused inference copy
 (its padding is size-independent while tracing, see ``pad_to_multiple``), mmseg's
-``Upsample`` layers become ``nn.Upsample`` with a scale factor, and adaptive average
-pooling (UperNet's pyramid pooling) is computed with pooling matrices built from the
-input. :func:`export_onnx` writes the file only after ONNX Runtime reproduced PyTorch on
-the export size and on other sizes.
+``Upsample`` layers interpolate by their scale factor (:func:`upsample_any_size`), and
+adaptive average pooling (UperNet's pyramid pooling) is computed with pooling matrices
+built from the input (:func:`adaptive_avg_pool_any_size`); mmdeploy's export uses the
+same two functions (:mod:`.mmdeploy_rewriters`). :func:`export_onnx` writes the file only
+after ONNX Runtime reproduced PyTorch on the export size and on other sizes.
 """
 import copy
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -25,56 +26,88 @@ from mmseg_incnext.models.backbones.inceptionnext import InceptionNeXt
 from mmseg_incnext.models.backbones.inceptionnext_fused import fuse_for_inference
 
 OUTPUTS = ('logits', 'labels')
+# What a verified fp32 export must reproduce: the max abs logit difference from PyTorch
+# and the fraction of equal labels.
+ATOL = 1e-3
+MIN_AGREEMENT = 0.999
 
 
 class ExportMismatchError(RuntimeError):
     """ONNX Runtime does not reproduce PyTorch on the exported file."""
 
 
-class AdaptiveAvgPoolAnySize(nn.Module):
-    """``nn.AdaptiveAvgPool2d(bins)`` as two products with pooling matrices that are
-    computed from the input, so a traced graph holds for every input size.
+def adaptive_avg_pool_any_size(x: torch.Tensor,
+                               output_size: Union[int, Tuple[int, int]]) -> torch.Tensor:
+    """``F.adaptive_avg_pool2d(x, output_size)`` as two products with pooling matrices that
+    are computed from the input, so a traced graph holds for every input size (and needs
+    only opset-11 operators).
 
     Bin ``i`` of a side of length ``L`` averages ``[floor(i L / k), ceil((i + 1) L / k))``,
     PyTorch's bins.
     """
+    bins_h, bins_w = (output_size, output_size) if isinstance(output_size, int) \
+        else tuple(output_size)
+    if bins_h is None or bins_w is None:
+        raise NotImplementedError(f'ONNX export of adaptive average pooling to {output_size}: '
+                                  'a side of None (keep the input size) is not supported')
+    if bins_h == bins_w == 1:
+        return x.mean((2, 3), keepdim=True)
+    rows = _pooling_matrix(x[0, 0, :, 0], bins_h)
+    cols = _pooling_matrix(x[0, 0, 0, :], bins_w)
+    return torch.matmul(torch.matmul(rows, x), cols.transpose(0, 1))
 
-    def __init__(self, bins: int) -> None:
+
+def _pooling_matrix(line: torch.Tensor, bins: int) -> torch.Tensor:
+    # positions 0..L-1 from the data rather than from a shape, which tracing would freeze
+    position = torch.ones_like(line).cumsum(0) - 1
+    length = position[-1:] + 1
+    index = torch.arange(bins, dtype=line.dtype, device=line.device)
+    start = torch.floor(index * length / bins)
+    end = torch.ceil((index + 1) * length / bins)
+    inside = ((position[None] >= start[:, None]) & (position[None] < end[:, None]))
+    inside = inside.to(line.dtype)
+    return inside / inside.sum(1, keepdim=True)
+
+
+def upsample_any_size(x: torch.Tensor, scale_factor: float, mode: str,
+                      align_corners: Optional[bool]) -> torch.Tensor:
+    """What mmseg's ``Upsample`` with a scale factor computes, traceable: mmseg's computes
+    the output size in Python (``int(size * scale_factor)``), which a trace would freeze.
+    Interpolating by the factor gives the same sizes, and the same values wherever
+    ``size * scale_factor`` is whole (FPN's factor 2), and follows the input."""
+    return F.interpolate(x, scale_factor=scale_factor, mode=mode, align_corners=align_corners)
+
+
+class AdaptiveAvgPoolAnySize(nn.Module):
+    """``nn.AdaptiveAvgPool2d(bins)`` through :func:`adaptive_avg_pool_any_size`."""
+
+    def __init__(self, bins: Union[int, Tuple[int, int]]) -> None:
         super().__init__()
         self.bins = bins
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.bins == 1:
-            return x.mean((2, 3), keepdim=True)
-        rows = self._pooling_matrix(x[0, 0, :, 0])
-        cols = self._pooling_matrix(x[0, 0, 0, :])
-        return torch.einsum('ih,nchw,jw->ncij', rows, x, cols)
+        return adaptive_avg_pool_any_size(x, self.bins)
 
-    def _pooling_matrix(self, line: torch.Tensor) -> torch.Tensor:
-        # positions 0..L-1 from the data rather than from a shape, which tracing would freeze
-        position = torch.ones_like(line).cumsum(0) - 1
-        length = position[-1:] + 1
-        index = torch.arange(self.bins, dtype=line.dtype, device=line.device)
-        start = torch.floor(index * length / self.bins)
-        end = torch.ceil((index + 1) * length / self.bins)
-        inside = ((position[None] >= start[:, None]) & (position[None] < end[:, None]))
-        inside = inside.to(line.dtype)
-        return inside / inside.sum(1, keepdim=True)
+
+class UpsampleAnySize(nn.Module):
+    """mmseg's ``Upsample(scale_factor=...)`` through :func:`upsample_any_size`."""
+
+    def __init__(self, scale_factor: float, mode: str, align_corners: Optional[bool]) -> None:
+        super().__init__()
+        self.scale_factor, self.mode, self.align_corners = scale_factor, mode, align_corners
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return upsample_any_size(x, self.scale_factor, self.mode, self.align_corners)
 
 
 def make_traceable(module: nn.Module) -> nn.Module:
     """Replace, in place, the layers whose output size a trace would freeze."""
     for name, child in module.named_children():
         if isinstance(child, nn.AdaptiveAvgPool2d):
-            bins = child.output_size
-            bins = (bins, bins) if isinstance(bins, int) else tuple(bins)
-            if bins[0] != bins[1] or bins[0] is None:
-                raise NotImplementedError(f'ONNX export of AdaptiveAvgPool2d{bins}: only '
-                                          'square bins are supported')
-            setattr(module, name, AdaptiveAvgPoolAnySize(bins[0]))
+            setattr(module, name, AdaptiveAvgPoolAnySize(child.output_size))
         elif isinstance(child, MMSegUpsample) and child.size is None:
-            setattr(module, name, nn.Upsample(scale_factor=child.scale_factor, mode=child.mode,
-                                              align_corners=child.align_corners))
+            setattr(module, name, UpsampleAnySize(child.scale_factor, child.mode,
+                                                  child.align_corners))
         else:
             make_traceable(child)
     return module
@@ -162,7 +195,7 @@ def verification_shapes(height: int, width: int, dynamic: bool
 
 def export_onnx(segmentor: nn.Module, path: str, shape: Tuple[int, int] = (512, 512),
                 dynamic: bool = True, output: str = 'logits', opset: int = 17,
-                atol: float = 1e-3, min_agreement: float = 0.999) -> List[Agreement]:
+                atol: float = ATOL, min_agreement: float = MIN_AGREEMENT) -> List[Agreement]:
     """Export ``segmentor`` (an mmseg EncoderDecoder with an InceptionNeXt backbone, in eval
     mode) to ``path`` and verify it with ONNX Runtime (:func:`compare_with_torch` on
     :func:`verification_shapes`). With ``dynamic``, batch, height and width are free;
