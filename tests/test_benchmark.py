@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from mmseg_incnext.benchmark import cli
-from mmseg_incnext.benchmark.contenders import (BACKBONE_CONVNEXT, BACKBONE_OURS,
-                                                UPERNET_CONVNEXT, backbone_comparisons,
-                                                module_features, segmentor_comparisons)
+from mmseg_incnext.benchmark.contenders import (BACKBONE_CONVNEXT, BACKBONE_OURS, FPN,
+                                                UPERNET, UPERNET_CONVNEXT, backbone_comparisons,
+                                                export_file_name, module_features,
+                                                segmentor_comparisons)
 from mmseg_incnext.benchmark.report import (NoBound, control_gaps, format_control_gaps,
                                             format_ratios_over_runs, format_table, is_quiet,
                                             ratios_over_runs, report_upernet_bound, summarise,
@@ -113,6 +114,12 @@ def test_benchmark_onnx_rows_fp32_int8_and_the_int8_control(tmp_path):
         'FPN-T (ours, ONNX Runtime int8) control copy'}
     assert '### FPN, ONNX Runtime' in proc.stdout and 'x ORT fp32' in proc.stdout
     assert 'FPN-T (ours, ONNX Runtime int8) and its copy' in proc.stdout, proc.stdout[-2000:]
+
+
+def test_each_exported_file_has_its_own_name():
+    """UperNet's and FPN's configs share a file name; their exports must not."""
+    names = {export_file_name(config, int8) for config in (UPERNET, FPN) for int8 in (0, 1)}
+    assert len(names) == 4
 
 
 def test_a_failing_contender_is_reported_and_the_others_are_timed():

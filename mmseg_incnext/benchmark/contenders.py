@@ -91,6 +91,12 @@ CALIBRATION_NOISE = dict(count=2, height=128, width=128, seed=0)
 EXPORT_SHAPE = (128, 128)
 
 
+def export_file_name(config: str, int8: bool) -> str:
+    """``configs/fpn/incnext_t_ade20k.py`` -> ``configs_fpn_incnext_t_ade20k.onnx`` (the
+    folder is part of the name: UperNet's and FPN's configs share file names)."""
+    return config[:-len('.py')].replace('/', '_') + ('_int8' if int8 else '') + '.onnx'
+
+
 def onnx_file(config: str, int8: bool = False) -> str:
     """Our segmentor of ``config`` with random weights, exported with free H and W
     (:func:`export_onnx`, verified), and with ``int8`` quantized (calibrated on
@@ -100,17 +106,15 @@ def onnx_file(config: str, int8: bool = False) -> str:
         return _EXPORTS[key]
     if not _EXPORT_FOLDER:
         _EXPORT_FOLDER.append(tempfile.TemporaryDirectory(prefix='mmseg-incnext-bench.'))
-    stem = os.path.join(_EXPORT_FOLDER[0].name, os.path.basename(config)[:-len('.py')])
+    path = os.path.join(_EXPORT_FOLDER[0].name, export_file_name(config, int8))
     if int8:
         from mmseg_incnext.deploy.quantize import quantize_graph
         noise = np.random.default_rng(CALIBRATION_NOISE['seed']).standard_normal(
             (CALIBRATION_NOISE['count'], 1, 3, CALIBRATION_NOISE['height'],
              CALIBRATION_NOISE['width'])).astype(np.float32)
-        path = f'{stem}_int8.onnx'
         quantize_graph(onnx_file(config), path, list(noise))
     else:
         from mmseg_incnext.deploy.onnx_export import export_onnx
-        path = f'{stem}.onnx'
         with warnings.catch_warnings():
             warnings.filterwarnings('ignore', category=torch.jit.TracerWarning)
             warnings.filterwarnings('ignore', message='Constant folding')
