@@ -159,6 +159,25 @@ def init_gloo_process_group(timeout_s: float | None = None) -> None:
     torch.distributed.init_process_group(backend='gloo', timeout=timeout)
 
 
+def _meta_value_read_error() -> type:
+    # torch 2.1 has no meta kernel for a value read (NotImplementedError); later torch
+    # refuses it with a RuntimeError.
+    try:
+        torch.empty((), device='meta').item()
+    except (NotImplementedError, RuntimeError) as err:
+        return type(err)
+    return RuntimeError
+
+
+_META_VALUE_READ_ERROR = _meta_value_read_error()
+
+
+def meta_value_read_error() -> type:
+    """The exception type a model raises on the ``meta`` device where it reads a tensor's
+    value (``.item()``, a Python ``if`` on a tensor)."""
+    return _META_VALUE_READ_ERROR
+
+
 def count_flops(run) -> int:
     """FLOPs of the operations ``run()`` calls, counted by ``FlopCounterMode`` as a whole.
 
