@@ -71,49 +71,46 @@ def test_benchmark_smoke(tmp_path):
     assert ('InceptionNeXt-A (ours, unfused)', 'nchw') in infer
 
 
-def test_benchmark_segmentor_level_runs_and_reports_the_backbone_bound(tmp_path):
-    """Every UperNet contender runs, and the bound is reported, or why it is not: at this
-    size the ConvNeXt segmentor may time no slower than its backbone alone."""
+def one_segmentor_run(tmp_path, *args):
+    """tools/benchmark.py at the segmentor level, one 64x64 inference round per contender:
+    its stdout and its one run, which has no error row."""
     out = tmp_path / 'seg.json'
     cmd = [sys.executable, os.path.join(REPO_ROOT, 'tools', 'benchmark.py'), '--level',
            'segmentor', '--sizes', '64', '--modes', 'infer', '--layouts', 'cl', '--warmup', '0',
-           '--repeats', '1', '--threads', '1', '--no-memory', '--only', 'UperNet',
-           '--json', str(out)]
+           '--repeats', '1', '--threads', '1', '--no-memory', '--json', str(out), *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=HUNG_AFTER_S,
                           cwd=REPO_ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(out.read_text())
     assert_no_error_rows(result)
     (run, ) = result['runs']
+    return proc.stdout, run
+
+
+def test_benchmark_segmentor_level_runs_and_reports_the_backbone_bound(tmp_path):
+    """Every UperNet contender runs, and the bound is reported, or why it is not: at this
+    size the ConvNeXt segmentor may time no slower than its backbone alone."""
+    stdout, run = one_segmentor_run(tmp_path, '--only', 'UperNet')
     assert {r['model'] for r in run['rows']} == {
         'UperNet-T (ours)', 'UperNet-T (ours, no output norms)',
         'UperNet-T (ours) control copy', 'UperNet-timm-IncNeXt-T', 'UperNet-ConvNeXt-T',
         'UperNet-T (ours) [backbone only]', 'UperNet-ConvNeXt-T [backbone only]'}
     expected = ('UperNet bound not computed: UperNet-ConvNeXt-T' if run['upernet_bound'] is None
                 else 'a backbone costing nothing')
-    assert expected in proc.stdout, proc.stdout[-2000:]
+    assert expected in stdout, stdout[-2000:]
 
 
 def test_benchmark_onnx_rows_fp32_int8_and_the_int8_control(tmp_path):
     """--onnx: FPN-T's eager path, its fp32 export and its int8 file (with a control copy)
     each run, and the table has both reference columns and the int8 pair's gap."""
     pytest.importorskip('onnxruntime.quantization')
-    out = tmp_path / 'onnx.json'
-    cmd = [sys.executable, os.path.join(REPO_ROOT, 'tools', 'benchmark.py'), '--level',
-           'segmentor', '--onnx', '--sizes', '64', '--modes', 'infer', '--layouts', 'cl',
-           '--batch', '1', '--warmup', '0', '--repeats', '1', '--threads', '1', '--no-memory',
-           '--only', 'FPN-T (ours, ONNX', '--json', str(out)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=HUNG_AFTER_S,
-                          cwd=REPO_ROOT)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    result = json.loads(out.read_text())
-    assert_no_error_rows(result)
-    (run, ) = result['runs']
+    stdout, run = one_segmentor_run(tmp_path, '--onnx', '--batch', '1', '--only',
+                                    'FPN-T (ours, ONNX')
     assert {r['model'] for r in run['rows']} == {
         'FPN-T (ours)', 'FPN-T (ours, ONNX Runtime)', 'FPN-T (ours, ONNX Runtime int8)',
         'FPN-T (ours, ONNX Runtime int8) control copy'}
-    assert '### FPN, ONNX Runtime' in proc.stdout and 'x ORT fp32' in proc.stdout
-    assert 'FPN-T (ours, ONNX Runtime int8) and its copy' in proc.stdout, proc.stdout[-2000:]
+    assert '### FPN, ONNX Runtime' in stdout and 'x ORT fp32' in stdout
+    assert 'FPN-T (ours, ONNX Runtime int8) and its copy' in stdout, stdout[-2000:]
 
 
 def test_each_exported_file_has_its_own_name():
