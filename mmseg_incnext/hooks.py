@@ -13,6 +13,11 @@ from mmseg.registry import HOOKS
 from mmseg_incnext.checkpoint_safety import CheckpointError, UnsafeCheckpointError
 
 
+def _scalar(value) -> float:
+    """A logged loss as a float (a tensor that may require grad, or a number)."""
+    return float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
+
+
 @HOOKS.register_module()
 class NonFiniteLossHook(Hook):
     """Stop training as soon as the loss is NaN or infinite, naming the iteration.
@@ -40,10 +45,10 @@ class NonFiniteLossHook(Hook):
                          outputs: Optional[dict] = None) -> None:
         if not outputs or 'loss' not in outputs:
             return
-        loss = float(outputs['loss'])
+        loss = _scalar(outputs['loss'])
         if math.isfinite(loss):
             return
-        parts = ', '.join(f'{k}={float(v):.4g}' for k, v in outputs.items()
+        parts = ', '.join(f'{k}={_scalar(v):.4g}' for k, v in outputs.items()
                           if k.endswith('loss') or 'loss_' in k)
         message = (f'Non-finite loss {loss} at iteration {runner.iter + 1} ({parts}). '
                    'Typical causes: a learning rate too high for the batch size, fp16 '
