@@ -3,8 +3,11 @@ its official archives unpack.
 
 ADE20K (:func:`make_synthetic_ade20k`): each image is a scene of textured backgrounds (sky
 or wall above, floor below) with a few shapes (table rectangles, lamp discs, plant
-triangles).  Labels use ADE20K's annotation values (1..150, 0 = unlabelled, which
-``reduce_zero_label`` turns into the ignore index), so the real ``ADE20KDataset`` and
+triangles); ``hard`` scenes add classes whose textures resemble those (chair and cabinet
+wood, rug and floor checks, ceiling and curtain beside wall), more and smaller shapes,
+stronger noise and a brightness change per image, so that a small model trained briefly
+stays well below 100 mIoU. Labels use ADE20K's annotation values (1..150, 0 = unlabelled,
+which ``reduce_zero_label`` turns into the ignore index), so the real ``ADE20KDataset`` and
 configs read it unchanged::
 
     ROOT/images/{training,validation}/NAME.jpg
@@ -21,16 +24,18 @@ from PIL import Image
 
 # ADE20K annotation values (class index + 1) of the classes drawn.
 SKY, WALL, FLOOR, TABLE, LAMP, PLANT = 3, 1, 4, 16, 37, 18
+CEILING, CABINET, CURTAIN, CHAIR, RUG = 6, 11, 19, 20, 29
 CLASS_VALUES: Dict[str, int] = dict(sky=SKY, wall=WALL, floor=FLOOR, table=TABLE, lamp=LAMP,
                                     plant=PLANT)
 
 
-def _texture(rng: np.random.Generator, shape: Tuple[int, int], kind: int) -> np.ndarray:
-    """An RGB texture, distinct per class, with per-image jitter."""
+def _texture(rng: np.random.Generator, shape: Tuple[int, int], kind: int,
+             noise_std: float = 8.0, jitter: float = 15.0) -> np.ndarray:
+    """An RGB texture per class, with per-image colour jitter and pixel noise."""
     h, w = shape
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    noise = rng.normal(0, 8, (h, w, 1))
-    jitter = rng.uniform(-15, 15, 3)
+    noise = rng.normal(0, noise_std, (h, w, 1))
+    jitter = rng.uniform(-jitter, jitter, 3)
     if kind == SKY:
         base = np.stack([90 + 0 * yy, 150 + 40 * yy / max(h, 1), 230 + 0 * yy], -1)
     elif kind == WALL:
@@ -47,6 +52,20 @@ def _texture(rng: np.random.Generator, shape: Tuple[int, int], kind: int) -> np.
     elif kind == PLANT:
         speckle = 60 * (rng.random((h, w)) > 0.7)
         base = np.stack([30 + 0 * yy, 140 + speckle, 40 + 0 * yy], -1)
+    elif kind == CEILING:  # the wall's colour, without its stripes
+        base = np.stack([175 + 0 * yy, 170 + 0 * yy, 160 + 0 * yy], -1)
+    elif kind == CURTAIN:  # the wall's colour, wider stripes
+        stripes = 20 * (np.sin(xx / 7.0) > 0)
+        base = np.stack([165 + stripes, 160 + stripes, 150 + stripes], -1)
+    elif kind == CHAIR:  # the table's wood, grain across
+        grain = 25 * np.sin(xx / 2.0)
+        base = np.stack([150 + grain, 90 + grain, 50 + 0 * yy], -1)
+    elif kind == CABINET:  # darker wood in panels
+        panels = 20 * ((yy // 12) % 2)
+        base = np.stack([120 + panels, 75 + panels, 45 + 0 * yy], -1)
+    elif kind == RUG:  # the floor's checks, finer
+        checker = 40 * (((yy // 4) + (xx // 4)) % 2)
+        base = np.stack([125 + checker, 80 + checker, 45 + 0 * yy], -1)
     else:  # any other ADE20K class: a flat colour derived from its value
         colour = np.array([(kind * 37) % 256, (kind * 91) % 256, (kind * 53) % 256])
         base = np.broadcast_to(colour, (h, w, 3)).astype(np.float32)
@@ -54,20 +73,29 @@ def _texture(rng: np.random.Generator, shape: Tuple[int, int], kind: int) -> np.
 
 
 def make_scene(rng: np.random.Generator, height: int, width: int,
-               extra_labels: bool = False) -> Tuple[np.ndarray, np.ndarray]:
+               extra_labels: bool = False, hard: bool = False) -> Tuple[np.ndarray, np.ndarray]:
     """One RGB image (uint8) and its ADE20K-valued label map (uint8)."""
     label = np.empty((height, width), np.uint8)
     horizon = int(height * rng.uniform(0.4, 0.65))
-    label[:horizon] = SKY if rng.random() < 0.5 else WALL
+    if hard:
+        label[:horizon] = rng.choice([SKY, WALL, CEILING])
+    else:
+        label[:horizon] = SKY if rng.random() < 0.5 else WALL
     label[horizon:] = FLOOR
     yy, xx = np.mgrid[0:height, 0:width]
-    for _ in range(rng.integers(2, 5)):
-        kind = rng.choice([TABLE, LAMP, PLANT])
+    if hard:
+        kinds = [TABLE, LAMP, PLANT, CHAIR, CABINET, RUG, CURTAIN]
+        count, smallest = (4, 10), (4, 16)
+    else:
+        kinds, count, smallest = [TABLE, LAMP, PLANT], (2, 5), (6, 8)  # (floor, divisor)
+    for _ in range(rng.integers(*count)):
+        kind = rng.choice(kinds)
         cy, cx = rng.integers(0, height), rng.integers(0, width)
-        size = rng.integers(max(6, min(height, width) // 8), max(8, min(height, width) // 3))
-        if kind == TABLE:
+        size = rng.integers(max(smallest[0], min(height, width) // smallest[1]),
+                            max(8, min(height, width) // 3))
+        if kind in (TABLE, CABINET, RUG, CURTAIN):
             mask = (abs(yy - cy) < size // 2) & (abs(xx - cx) < size)
-        elif kind == LAMP:
+        elif kind in (LAMP, CHAIR):
             mask = (yy - cy) ** 2 + (xx - cx) ** 2 < size ** 2
         else:
             mask = (yy < cy + size) & (yy > cy - size) & (abs(xx - cx) < (yy - cy + size) / 2)
@@ -78,19 +106,23 @@ def make_scene(rng: np.random.Generator, height: int, width: int,
             label[y:y + 4, x:x + 4] = value
         label[:, :2] = 0
     image = np.zeros((height, width, 3), np.float32)
+    noise = dict(noise_std=24.0, jitter=30.0) if hard else {}
     for value in np.unique(label):
         if value == 0:
             continue
         mask = label == value
-        image[mask] = _texture(rng, (height, width), int(value))[mask]
+        image[mask] = _texture(rng, (height, width), int(value), **noise)[mask]
+    if hard:
+        image *= rng.uniform(0.6, 1.3)
     return np.clip(image, 0, 255).astype(np.uint8), label
 
 
 def make_synthetic_ade20k(root: str, num_train: int = 40, num_val: int = 10,
                           sizes: Sequence[Tuple[int, int]] = ((128, 160), (160, 128),
                                                               (144, 144)),
-                          extra_labels: bool = False, seed: int = 0) -> str:
-    """Write the dataset under ``root`` (created if needed); return ``root``."""
+                          extra_labels: bool = False, seed: int = 0, hard: bool = False) -> str:
+    """Write the dataset under ``root`` (created if needed); return ``root``. ``hard``:
+    the harder scenes of the module's docstring."""
     rng = np.random.default_rng(seed)
     for split, count in (('training', num_train), ('validation', num_val)):
         image_dir = os.path.join(root, 'images', split)
@@ -99,7 +131,7 @@ def make_synthetic_ade20k(root: str, num_train: int = 40, num_val: int = 10,
         os.makedirs(label_dir, exist_ok=True)
         for i in range(count):
             height, width = sizes[i % len(sizes)]
-            image, label = make_scene(rng, height, width, extra_labels)
+            image, label = make_scene(rng, height, width, extra_labels, hard)
             name = f'ADE_{split[:5]}_{i:08d}'
             Image.fromarray(image).save(os.path.join(image_dir, f'{name}.jpg'), quality=95)
             Image.fromarray(label).save(os.path.join(label_dir, f'{name}.png'))
