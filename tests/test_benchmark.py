@@ -12,8 +12,8 @@ import torch
 from mmseg_incnext.benchmark import cli
 from mmseg_incnext.benchmark.contenders import (BACKBONE_CONVNEXT, BACKBONE_OURS, FPN,
                                                 UPERNET, UPERNET_CONVNEXT, backbone_comparisons,
-                                                export_file_name, module_features,
-                                                segmentor_comparisons)
+                                                export_file_name, int8_variants,
+                                                module_features, segmentor_comparisons)
 from mmseg_incnext.benchmark.report import (NoBound, control_gaps, format_control_gaps,
                                             format_ratios_over_runs, format_table, is_quiet,
                                             ratios_over_runs, report_upernet_bound, summarise,
@@ -100,23 +100,40 @@ def test_benchmark_segmentor_level_runs_and_reports_the_backbone_bound(tmp_path)
     assert expected in stdout, stdout[-2000:]
 
 
-def test_benchmark_onnx_rows_fp32_int8_and_the_int8_control(tmp_path):
-    """--onnx: FPN-T's eager path, its fp32 export and its int8 file (with a control copy)
-    each run, and the table has both reference columns and the int8 pair's gap."""
+def test_benchmark_onnx_rows_fp32_int8_its_forms_and_the_int8_control(tmp_path):
+    """--onnx --int8-variants: FPN-T's eager path, its fp32 export (logits, logits then argmax,
+    and the labels export with a control copy), its int8 file (with a control copy) and the
+    other int8 forms each run; the tables have their reference columns and the pairs' gaps."""
     pytest.importorskip('onnxruntime.quantization')
-    stdout, run = one_segmentor_run(tmp_path, '--onnx', '--batch', '1', '--only',
-                                    'FPN-T (ours, ONNX')
+    stdout, run = one_segmentor_run(tmp_path, '--onnx', '--int8-variants', '--batch', '1',
+                                    '--only', 'FPN-T (ours, ONNX')
+    forms = {f'FPN-T (ours, ONNX Runtime int8, {scheme.name})' for scheme in int8_variants()}
     assert {r['model'] for r in run['rows']} == {
         'FPN-T (ours)', 'FPN-T (ours, ONNX Runtime)', 'FPN-T (ours, ONNX Runtime int8)',
-        'FPN-T (ours, ONNX Runtime int8) control copy'}
+        'FPN-T (ours, ONNX Runtime int8) control copy',
+        'FPN-T (ours, ONNX Runtime, logits + argmax)', 'FPN-T (ours, ONNX Runtime, labels output)',
+        'FPN-T (ours, ONNX Runtime, labels output) control copy'} | forms
+    assert len(forms) == 5 and 'FPN-T (ours, ONNX Runtime int8, qoperator, per-channel)' in forms
     assert '### FPN, ONNX Runtime' in stdout and 'x ORT fp32' in stdout
+    assert '### FPN, int8 forms' in stdout and 'x int8 default' in stdout
+    assert '### FPN, ONNX Runtime labels' in stdout and 'x logits + argmax' in stdout
+    assert 'FPN-T (ours, ONNX Runtime, labels output) and its copy' in stdout
     assert 'FPN-T (ours, ONNX Runtime int8) and its copy' in stdout, stdout[-2000:]
 
 
+def test_int8_variants_need_onnx():
+    with pytest.raises(SystemExit, match='--int8-variants .* add --onnx'):
+        cli.main(['--level', 'segmentor', '--int8-variants'])
+
+
 def test_each_exported_file_has_its_own_name():
-    """UperNet's and FPN's configs share a file name; their exports must not."""
-    names = {export_file_name(config, int8) for config in (UPERNET, FPN) for int8 in (0, 1)}
-    assert len(names) == 4
+    """UperNet's and FPN's configs share a file name; each int8 form and the labels export
+    has its own file."""
+    from mmseg_incnext.deploy.quantize import Int8Scheme
+    schemes = [None, Int8Scheme()] + int8_variants()
+    names = {export_file_name(config, scheme) for config in (UPERNET, FPN) for scheme in schemes}
+    names |= {export_file_name(config, output='labels') for config in (UPERNET, FPN)}
+    assert len(names) == 2 * (len(schemes) + 1) == 16
 
 
 def test_a_failing_contender_is_reported_and_the_others_are_timed():

@@ -170,3 +170,66 @@ def test_empty_or_unreadable_calibration_set(demo_run, fp32_onnx, tmp_path):
                        'has no .jpg'):
         quantize.quantize_onnx(demo_cfg(data), str(fp32_onnx), str(out))
     assert not out.exists()
+
+
+def _graph_facts(path):
+    """Op types, the weight scales' shapes of convolutions, grouped convolutions whose
+    weights stay float, the ops whose outputs are quantized, and the op that writes the
+    logits."""
+    import onnx
+    graph = onnx.load(str(path)).graph
+    initializers = {t.name: t for t in graph.initializer}
+    producers = {out: node for node in graph.node for out in node.output}
+    quantized_outputs_of = {producers[node.input[0]].op_type for node in graph.node
+                            if node.op_type == 'QuantizeLinear' and node.input[0] in producers}
+    weight_scales, float_grouped = [], 0
+    for node in graph.node:
+        if node.op_type != 'Conv':
+            continue
+        weight = node.input[1]
+        if weight in initializers:
+            float_grouped += any(a.name == 'group' and a.i > 1 for a in node.attribute)
+        elif producers[weight].op_type == 'DequantizeLinear':
+            weight_scales.append(list(initializers[producers[weight].input[1]].dims))
+    return dict(ops={node.op_type for node in graph.node}, weight_scales=weight_scales,
+                float_grouped=float_grouped, quantized_outputs_of=quantized_outputs_of,
+                logits_from=producers[graph.output[0].name].op_type)
+
+
+@pytest.mark.parametrize('scheme', [
+    quantize.Int8Scheme(), quantize.Int8Scheme(quant_format='qoperator'),
+    quantize.Int8Scheme(per_channel=False), quantize.Int8Scheme(float_parts=('depthwise', )),
+    quantize.Int8Scheme(float_parts=('resize', )),
+    quantize.Int8Scheme(float_parts=('all_but_conv', ))], ids=lambda scheme: scheme.name)
+def test_each_int8_form_is_the_graph_it_names(demo_run, fp32_onnx, tmp_path, scheme):
+    """The forms the benchmark compares (--int8-variants) are what their names say, and each
+    passes the self-check."""
+    work, _ = demo_run
+    out = tmp_path / 'int8.onnx'
+    report = quantize.quantize_onnx(demo_cfg(work / 'data'), str(fp32_onnx), str(out),
+                                    calib_images=4, val_images=2, min_agreement=0.9,
+                                    scheme=scheme)
+    assert report.check.label_agreement >= 0.9
+    facts = _graph_facts(out)
+    if scheme.quant_format == 'qoperator':
+        assert 'QLinearConv' in facts['ops'] and not facts['weight_scales']
+        return
+    assert 'QLinearConv' not in facts['ops'] and facts['weight_scales']
+    grouped = facts['float_grouped']
+    assert grouped > 0 if 'depthwise' in scheme.float_parts else grouped == 0
+    sizes = {len(dims) for dims in facts['weight_scales']}
+    assert sizes == ({1} if scheme.per_channel else {0})
+    # GELU is Erf and arithmetic: quantized in the default form, float with only convs
+    quantized = facts['quantized_outputs_of']
+    assert {'Conv', 'Add', 'Mul'} <= quantized
+    assert ('Erf' in quantized) == ('all_but_conv' not in scheme.float_parts)
+    # the logits' resize: quantized, its output is dequantized into the logits
+    float_resize = {'resize', 'all_but_conv'} & set(scheme.float_parts)
+    assert facts['logits_from'] == ('Resize' if float_resize else 'DequantizeLinear')
+
+
+def test_an_unknown_int8_form_is_refused():
+    with pytest.raises(ValueError, match="quant_format must be one of .*'qint4'"):
+        quantize.Int8Scheme(quant_format='qint4')
+    with pytest.raises(ValueError, match=r"float_parts must be among .*\['gelu'\]"):
+        quantize.Int8Scheme(float_parts=('gelu', ))

@@ -41,6 +41,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument('--onnx', action='store_true',
                    help='segmentor level: ONNX Runtime against PyTorch eager (inference); '
                         'needs pip install -e .[deploy]')
+    p.add_argument('--int8-variants', action='store_true',
+                   help='with --onnx: also time the other int8 forms (QOperator, per-tensor '
+                        'weights, parts left in float) against the default int8 file')
     p.add_argument('--only', nargs='+', default=None,
                    help='substrings of model names to keep (references are always kept)')
     p.add_argument('--threads', type=int, default=os.cpu_count(),
@@ -90,7 +93,10 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
               for s in args.sizes or ([512] if segmentor else [224])]
     if args.onnx and not segmentor:
         raise SystemExit('--onnx compares whole segmentors: add --level segmentor')
-    comparisons = select(segmentor_comparisons() + (onnx_comparisons() if args.onnx else [])
+    if args.int8_variants and not args.onnx:
+        raise SystemExit('--int8-variants compares ONNX Runtime int8 files: add --onnx')
+    onnx = onnx_comparisons(args.int8_variants) if args.onnx else []
+    comparisons = select(segmentor_comparisons() + onnx
                          if segmentor else backbone_comparisons(args.arch), args.only)
     models = list(dict.fromkeys(m for c in comparisons for m in c.models))
     host = machine()

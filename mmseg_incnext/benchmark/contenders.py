@@ -8,10 +8,11 @@ and int8.
 The segmentors are built from this checkout's ``configs/``.
 """
 import os
+import re
 import tempfile
 import warnings
 from functools import partial
-from typing import Callable, Dict, List, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -19,6 +20,9 @@ import torch.nn as nn
 
 from mmseg_incnext.benchmark.specs import Comparison, Features, ModelSpec
 from mmseg_incnext.compat import timm_stage_outputs
+
+if TYPE_CHECKING:
+    from mmseg_incnext.deploy.quantize import Int8Scheme
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SEGMENTOR_BACKBONES = ('ours', 'ours, no output norms', 'timm', 'convnext')
@@ -82,7 +86,8 @@ def build_segmentor(config: str, backbone: str = 'ours', channels_last: bool = T
     return MODELS.build(cfg.model)
 
 
-_EXPORTS: Dict[Tuple[str, bool], str] = {}  # (config, int8) -> file, once per process
+# (config, int8 scheme, output) -> file
+_EXPORTS: Dict[Tuple[str, Optional['Int8Scheme'], str], str] = {}
 _EXPORT_FOLDER: List[tempfile.TemporaryDirectory] = []
 # Noise images the int8 graph is calibrated on: enough for its speed (the benchmark's
 # subject), not for its accuracy, which tools/quantize_onnx.py calibrates on data and checks.
@@ -91,54 +96,90 @@ CALIBRATION_NOISE = dict(count=2, height=128, width=128, seed=0)
 EXPORT_SHAPE = (128, 128)
 
 
-def export_file_name(config: str, int8: bool) -> str:
-    """``configs/fpn/incnext_t_ade20k.py`` -> ``configs_fpn_incnext_t_ade20k.onnx`` (the
-    folder is part of the name: UperNet's and FPN's configs share file names)."""
-    return config[:-len('.py')].replace('/', '_') + ('_int8' if int8 else '') + '.onnx'
+def export_file_name(config: str, scheme: Optional['Int8Scheme'] = None,
+                     output: str = 'logits') -> str:
+    """``configs/fpn/incnext_t_ade20k.py`` -> ``configs_fpn_incnext_t_ade20k.onnx``; with an
+    int8 ``scheme``, ``..._int8_`` and the scheme's name before ``.onnx``, with ``output``
+    labels ``..._labels.onnx`` (the folder is part of the name: UperNet's and FPN's configs
+    share file names)."""
+    suffix = '' if scheme is None else '_int8_' + re.sub(r'\W+', '_', scheme.name)
+    suffix += '' if output == 'logits' else '_' + output
+    return config[:-len('.py')].replace('/', '_') + suffix + '.onnx'
 
 
-def onnx_file(config: str, int8: bool = False) -> str:
-    """Our segmentor of ``config`` with random weights, exported with free H and W
-    (:func:`export_onnx`, verified), and with ``int8`` quantized (calibrated on
-    :data:`CALIBRATION_NOISE`); each file made once per process."""
-    key = (config, int8)
+def onnx_file(config: str, scheme: Optional['Int8Scheme'] = None, output: str = 'logits'
+              ) -> str:
+    """Our segmentor of ``config`` with random weights, exported with free H and W and
+    ``output`` (:func:`export_onnx`, verified), and with an int8 ``scheme`` quantized in
+    that form (calibrated on :data:`CALIBRATION_NOISE`); each file made once per process."""
+    key = (config, scheme, output)
     if key in _EXPORTS:
         return _EXPORTS[key]
     if not _EXPORT_FOLDER:
         _EXPORT_FOLDER.append(tempfile.TemporaryDirectory(prefix='mmseg-incnext-bench.'))
-    path = os.path.join(_EXPORT_FOLDER[0].name, export_file_name(config, int8))
-    if int8:
+    path = os.path.join(_EXPORT_FOLDER[0].name, export_file_name(config, scheme, output))
+    if scheme is not None:
         from mmseg_incnext.deploy.quantize import quantize_graph
         noise = np.random.default_rng(CALIBRATION_NOISE['seed']).standard_normal(
             (CALIBRATION_NOISE['count'], 1, 3, CALIBRATION_NOISE['height'],
              CALIBRATION_NOISE['width'])).astype(np.float32)
-        quantize_graph(onnx_file(config), path, list(noise))
+        quantize_graph(onnx_file(config, output=output), path, list(noise), scheme=scheme)
     else:
         from mmseg_incnext.deploy.onnx_export import export_onnx
         with warnings.catch_warnings():
             warnings.filterwarnings('ignore', category=torch.jit.TracerWarning)
             warnings.filterwarnings('ignore', message='Constant folding')
-            export_onnx(build_segmentor(config), path, EXPORT_SHAPE, dynamic=True)
+            export_onnx(build_segmentor(config), path, EXPORT_SHAPE, dynamic=True,
+                        output=output)
     _EXPORTS[key] = path
     return path
 
 
-def onnx_runtime_spec(name: str, config: str, int8: bool = False) -> ModelSpec:
-    """:func:`onnx_file` run by ONNX Runtime (as ``tools/test.py`` runs an export);
-    inference only."""
+def onnx_runtime_spec(name: str, config: str, scheme: Optional['Int8Scheme'] = None,
+                      features: Optional[Callable[[nn.Module], Features]] = None
+                      ) -> ModelSpec:
+    """:func:`onnx_file` run by ONNX Runtime (as ``tools/test.py`` runs an export), timed
+    by ``features`` (default :func:`onnx_logits`); inference only."""
     def build() -> nn.Module:
         from mmengine.config import Config
 
         from mmseg_incnext.deploy.onnx_runtime import OnnxRuntimeSegmentor
         head = Config.fromfile(os.path.join(REPO_ROOT, config)).model.decode_head
-        return OnnxRuntimeSegmentor(onnx_file(config, int8), head.num_classes,
+        return OnnxRuntimeSegmentor(onnx_file(config, scheme), head.num_classes,
                                     head.align_corners)
-    return ModelSpec(name, build, onnx_logits, modes=('infer', ))
+    return ModelSpec(name, build, features or onnx_logits, modes=('infer', ))
 
 
 def onnx_logits(model: nn.Module) -> Features:
     """An ONNX Runtime segmentor's logits."""
     return lambda x: model.encode_decode(x, [])
+
+
+def onnx_logits_argmax(model: nn.Module) -> Features:
+    """An ONNX Runtime segmentor's labels, as mmseg's post-processing takes them from the
+    logits."""
+    return lambda x: model.encode_decode(x, []).argmax(dim=1)
+
+
+class OnnxLabels(nn.Module):
+    """An export with ``--output labels`` run by ONNX Runtime: the labels come out of the
+    graph, not out of the logits."""
+
+    def __init__(self, onnx_path: str) -> None:
+        super().__init__()
+        from mmseg_incnext.deploy.onnx_runtime import ort_session
+        self.session = ort_session(onnx_path)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        array = np.ascontiguousarray(images.detach().float().cpu().numpy())
+        return torch.from_numpy(self.session.run(None, {'images': array})[0])
+
+
+def onnx_labels_spec(name: str, config: str) -> ModelSpec:
+    """Our segmentor of ``config`` exported with ``--output labels``, run by ONNX Runtime;
+    inference only."""
+    return ModelSpec(name, lambda: OnnxLabels(onnx_file(config, output='labels')),
+                     module_features, modes=('infer', ))
 
 
 def module_features(model: nn.Module) -> Features:
@@ -210,18 +251,46 @@ FPN_TIMM = _segmentor_spec('FPN-timm-IncNeXt-T', FPN, 'timm', segmentor_logits)
 FPN_CONVNEXT = _segmentor_spec('FPN-ConvNeXt-T', FPN, 'convnext', segmentor_logits)
 
 
-def onnx_comparisons() -> List[Comparison]:
+def int8_variants() -> List['Int8Scheme']:
+    """The int8 forms :func:`onnx_comparisons` times against the default one: the other
+    format, per-tensor weights, and each part left in float."""
+    from mmseg_incnext.deploy.quantize import FLOAT_PARTS, Int8Scheme
+    return [Int8Scheme(quant_format='qoperator'), Int8Scheme(per_channel=False)] + [
+        Int8Scheme(float_parts=(part, )) for part in FLOAT_PARTS]
+
+
+def onnx_comparisons(variants: bool = False) -> List[Comparison]:
     """Our UperNet and FPN exported to ONNX and run by ONNX Runtime in fp32 and int8 (with a
-    control copy), against our PyTorch eager path (the fused backbone) and the fp32 file."""
+    control copy), against our PyTorch eager path (the fused backbone) and the fp32 file;
+    the fp32 labels export (with a control copy) against the logits export and an argmax;
+    with ``variants``, a table per head of :func:`int8_variants` against the default int8
+    file and its control copy."""
+    from mmseg_incnext.deploy.quantize import Int8Scheme
+    default = Int8Scheme()
     comparisons = []
     for name, config, eager in (('UperNet', UPERNET, UPERNET_OURS), ('FPN', FPN, FPN_OURS)):
         fp32 = onnx_runtime_spec(f'{name}-T (ours, ONNX Runtime)', config)
-        int8 = onnx_runtime_spec(f'{name}-T (ours, ONNX Runtime int8)', config, int8=True)
+        int8 = onnx_runtime_spec(f'{name}-T (ours, ONNX Runtime int8)', config, default)
         control = onnx_runtime_spec(f'{name}-T (ours, ONNX Runtime int8) control copy', config,
-                                    int8=True)
+                                    default)
         comparisons.append(Comparison(f'{name}, ONNX Runtime', (eager, fp32, int8, control),
                                       {'PyTorch': (eager, ), 'ORT fp32': (fp32, )},
                                       ((int8, control), )))
+        argmax = onnx_runtime_spec(f'{name}-T (ours, ONNX Runtime, logits + argmax)', config,
+                                   features=onnx_logits_argmax)
+        labels = onnx_labels_spec(f'{name}-T (ours, ONNX Runtime, labels output)', config)
+        labels_control = onnx_labels_spec(
+            f'{name}-T (ours, ONNX Runtime, labels output) control copy', config)
+        comparisons.append(Comparison(f'{name}, ONNX Runtime labels', (argmax, labels,
+                                                                     labels_control),
+                                      {'logits + argmax': (argmax, )},
+                                      ((labels, labels_control), )))
+        if variants:
+            others = tuple(onnx_runtime_spec(f'{name}-T (ours, ONNX Runtime int8, '
+                                             f'{scheme.name})', config, scheme)
+                           for scheme in int8_variants())
+            comparisons.append(Comparison(f'{name}, int8 forms', (int8, control) + others,
+                                          {'int8 default': (int8, )}, ((int8, control), )))
     return comparisons
 
 

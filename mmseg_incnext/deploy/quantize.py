@@ -1,12 +1,14 @@
 """Calibrated int8 quantization of an fp32 ONNX export, checked against it before it is kept.
 
-:func:`quantize_onnx` runs ONNX Runtime's static quantization (QDQ format, per-channel int8
-weights, uint8 activations). The calibration inputs are what the graph receives when mmseg
-tests the fp32 file: images drawn with a fixed seed from the config's training set, run
-through the config's test pipeline and the model's data preprocessor in test mode (whole
-images or sliding windows, as the config's ``test_cfg`` says). Then both files segment
-held-out images of the config's validation set, as ``tools/test.py`` does, and the int8
-file is written only if its labels agree with the fp32 file's on enough pixels.
+:func:`quantize_onnx` runs ONNX Runtime's static quantization (by default QDQ format,
+per-channel int8 weights, uint8 activations, every supported node quantized; the other
+forms, :class:`Int8Scheme`, are what the benchmark's ``--int8-variants`` compares). The
+calibration inputs are what the graph receives when mmseg tests the fp32 file: images drawn
+with a fixed seed from the config's training set, run through the config's test pipeline and
+the model's data preprocessor in test mode (whole images or sliding windows, as the config's
+``test_cfg`` says). Then both files segment held-out images of the config's validation set,
+as ``tools/test.py`` does, and the int8 file is written only if its labels agree with the
+fp32 file's on enough pixels.
 """
 import copy
 import importlib
@@ -27,6 +29,39 @@ from mmseg_incnext.run_config import dataloader_datasets
 from mmseg_incnext.run_data_check import check_data
 
 CALIBRATION_METHODS = ('minmax', 'entropy', 'percentile')
+QUANT_FORMATS = ('qdq', 'qoperator')
+FLOAT_PARTS = ('depthwise', 'resize', 'all_but_conv')
+
+
+@dataclass(frozen=True)
+class Int8Scheme:
+    """The form of the int8 graph.
+
+    ``quant_format``: ``'qdq'`` (QuantizeLinear/DequantizeLinear around each quantized
+    node, which ONNX Runtime fuses into integer kernels) or ``'qoperator'`` (integer
+    operators such as QLinearConv in the file). ``per_channel``: one weight scale per output
+    channel, else one per tensor. ``float_parts``, left in float: ``'depthwise'`` (the
+    grouped convolutions: the token mixer's), ``'resize'`` (every Resize, the logits' one
+    included), ``'all_but_conv'`` (only convolutions quantized: GELU, the residual and
+    layer-scale arithmetic, pooling, concatenation and resizing stay float).
+    """
+    quant_format: str = 'qdq'
+    per_channel: bool = True
+    float_parts: Tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.quant_format not in QUANT_FORMATS:
+            raise ValueError(f'quant_format must be one of {QUANT_FORMATS}, got '
+                             f'{self.quant_format!r}')
+        unknown = set(self.float_parts) - set(FLOAT_PARTS)
+        if unknown:
+            raise ValueError(f'float_parts must be among {FLOAT_PARTS}, got {sorted(unknown)}')
+
+    @property
+    def name(self) -> str:
+        """E.g. ``qdq, per-channel`` or ``qoperator, per-tensor, float resize``."""
+        parts = [self.quant_format, 'per-channel' if self.per_channel else 'per-tensor']
+        return ', '.join(parts + [f'float {p.replace("_", " ")}' for p in self.float_parts])
 
 
 class QuantizationError(Exception):
@@ -193,10 +228,24 @@ def _calibration_inputs(cfg: Config, fp32_file: str, items: list) -> List[np.nda
     return recorder.recorded
 
 
+def _float_nodes(onnx_file: str, float_parts: Sequence[str]) -> List[str]:
+    """Names of the nodes of ``onnx_file`` that ``float_parts`` leaves in float (besides
+    ``'all_but_conv'``, which is a restriction of the op types)."""
+    import onnx
+    nodes = onnx.load(onnx_file, load_external_data=False).graph.node
+    names = []
+    for node in nodes:
+        groups = next((a.i for a in node.attribute if a.name == 'group'), 1)
+        if ('depthwise' in float_parts and node.op_type == 'Conv' and groups > 1) or (
+                'resize' in float_parts and node.op_type == 'Resize'):
+            names.append(node.name)
+    return names
+
+
 def quantize_graph(fp32_file: str, int8_file: str, inputs: Sequence[np.ndarray],
-                   method: str = 'minmax') -> None:
-    """Write ``int8_file``: ``fp32_file`` statically quantized (QDQ, per-channel int8
-    weights, uint8 activations), its activation ranges calibrated by ``method`` on
+                   method: str = 'minmax', scheme: Int8Scheme = Int8Scheme()) -> None:
+    """Write ``int8_file``: ``fp32_file`` statically quantized in the form of ``scheme``
+    (int8 weights, uint8 activations), its activation ranges calibrated by ``method`` on
     ``inputs`` (the graph's ``images``, NCHW float32). No check: :func:`quantize_onnx` is the
     checked path."""
     quantization = quantization_api()
@@ -208,11 +257,15 @@ def quantize_graph(fp32_file: str, int8_file: str, inputs: Sequence[np.ndarray],
         # ONNX Runtime's symbolic shape inference gives up on our dynamic exports
         # ("Incomplete symbolic shape inference"); ONNX's own shape inference still runs.
         quantization.quant_pre_process(fp32_file, prepared, skip_symbolic_shape=True)
+        formats = dict(qdq=quantization.QuantFormat.QDQ,
+                       qoperator=quantization.QuantFormat.QOperator)
         quantization.quantize_static(
             prepared, int8_file, _CalibrationInputs(inputs),
-            quant_format=quantization.QuantFormat.QDQ, per_channel=True,
+            quant_format=formats[scheme.quant_format], per_channel=scheme.per_channel,
             weight_type=quantization.QuantType.QInt8,
             activation_type=quantization.QuantType.QUInt8,
+            op_types_to_quantize=['Conv'] if 'all_but_conv' in scheme.float_parts else None,
+            nodes_to_exclude=_float_nodes(prepared, scheme.float_parts),
             calibrate_method=methods[method], extra_options=dict(CalibStridedMinMax=1))
 
 
@@ -249,8 +302,9 @@ def _test_pipeline(cfg: Config) -> list:
 
 
 def quantize_onnx(cfg: Config, fp32_file: str, int8_file: str, calib_images: int = 32,
-                  val_images: int = 32, min_agreement: float = 0.98, seed: int = 0,
-                  method: str = 'minmax') -> QuantizationReport:
+                  val_images: int = 32, min_agreement: float = 0.95, seed: int = 0,
+                  method: str = 'minmax', scheme: Int8Scheme = Int8Scheme()
+                  ) -> QuantizationReport:
     """Quantize ``fp32_file`` (an fp32 logits export of the model of ``cfg``) to
     ``int8_file``.
 
@@ -263,8 +317,10 @@ def quantize_onnx(cfg: Config, fp32_file: str, int8_file: str, calib_images: int
         calib_images: training images to calibrate on, drawn with ``seed`` (all if fewer).
         val_images: held-out images to check on, drawn with ``seed`` from the validation
             images that are not among the calibration images (all if fewer).
-        min_agreement: smallest accepted fraction of pixels with equal int8 and fp32 labels.
+        min_agreement: smallest accepted fraction of pixels with equal int8 and fp32 labels
+            (it falls with the model's uncertainty: docs/deploy.md).
         method: how activation ranges are calibrated, one of :data:`CALIBRATION_METHODS`.
+        scheme: the int8 graph's form (:class:`Int8Scheme`).
 
     The file is written under a temporary name beside ``int8_file`` and renamed only if the
     check passed; otherwise :class:`AgreementError` gives the figures and no file is left.
@@ -298,7 +354,7 @@ def quantize_onnx(cfg: Config, fp32_file: str, int8_file: str, calib_images: int
 
     inputs = _calibration_inputs(cfg, fp32_file, calibration)
     with atomic_output(int8_file) as tmp:
-        quantize_graph(fp32_file, tmp, inputs, method)
+        quantize_graph(fp32_file, tmp, inputs, method, scheme)
         check = self_check(cfg, fp32_file, tmp, check_items, num_classes, ignore_index)
         if check.label_agreement < min_agreement:
             raise AgreementError(
