@@ -39,9 +39,9 @@ def main():
                         help='training images to calibrate on (default 32)')
     parser.add_argument('--val-images', type=int, default=32,
                         help='held-out validation images to check on (default 32)')
-    parser.add_argument('--min-agreement', type=float, default=0.98,
+    parser.add_argument('--min-agreement', type=float, default=0.95,
                         help='smallest accepted fraction of pixels whose int8 label equals '
-                        'the fp32 label (default 0.98)')
+                        'the fp32 label (default 0.95)')
     parser.add_argument('--seed', type=int, default=0, help='seed of the image draws')
     parser.add_argument('--method', choices=CALIBRATION_METHODS, default='minmax',
                         help='calibration of the activation ranges (default minmax)')
