@@ -171,8 +171,8 @@ class OnnxLabels(nn.Module):
         self.session = ort_session(onnx_path)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        array = np.ascontiguousarray(images.detach().float().cpu().numpy())
-        return torch.from_numpy(self.session.run(None, {'images': array})[0])
+        from mmseg_incnext.deploy.onnx_runtime import run_images
+        return run_images(self.session, images)
 
 
 def onnx_labels_spec(name: str, config: str) -> ModelSpec:

@@ -21,6 +21,13 @@ def ort_session(path: str, threads: Optional[int] = None):
     return onnxruntime.InferenceSession(path, options, providers=['CPUExecutionProvider'])
 
 
+def run_images(session, images: torch.Tensor) -> torch.Tensor:
+    """The first output of ``session`` (an export of ours) for ``images`` (NCHW, any
+    layout or device), on ``images``' device."""
+    array = np.ascontiguousarray(images.detach().float().cpu().numpy())
+    return torch.from_numpy(session.run(None, {'images': array})[0]).to(images.device)
+
+
 @MODELS.register_module()
 class OnnxRuntimeSegmentor(EncoderDecoder):
     """An mmseg segmentor whose ``encode_decode`` runs an ONNX file written by
@@ -59,9 +66,7 @@ class OnnxRuntimeSegmentor(EncoderDecoder):
                 f'{self.onnx_file} was exported for {self.fixed_size[0]}x{self.fixed_size[1]} '
                 f'inputs, got {inputs.shape[2]}x{inputs.shape[3]}; export with --dynamic to '
                 'run on other sizes (sliding windows and TTA need it)')
-        images = inputs.detach().float().cpu().numpy()
-        logits = self.session.run(None, {'images': np.ascontiguousarray(images)})[0]
-        return torch.from_numpy(logits).to(inputs.device)
+        return run_images(self.session, inputs)
 
     def extract_feat(self, inputs: torch.Tensor):
         raise NotImplementedError('OnnxRuntimeSegmentor runs the exported graph as a whole')
