@@ -2,6 +2,7 @@
 fails), and the reports add up."""
 import json
 import os
+import re
 import subprocess
 import sys
 from functools import partial
@@ -106,7 +107,7 @@ def test_benchmark_onnx_rows_fp32_int8_its_forms_and_the_int8_control(tmp_path):
     other int8 forms each run; the tables have their reference columns and the pairs' gaps."""
     pytest.importorskip('onnxruntime.quantization')
     stdout, run = one_segmentor_run(tmp_path, '--onnx', '--int8-variants', '--batch', '1',
-                                    '--only', 'FPN-T (ours, ONNX')
+                                    '--only', 'FPN-T (ours, ONNX', '--profile', '40')
     forms = {f'FPN-T (ours, ONNX Runtime int8, {scheme.name})' for scheme in int8_variants()}
     assert {r['model'] for r in run['rows']} == {
         'FPN-T (ours)', 'FPN-T (ours, ONNX Runtime)', 'FPN-T (ours, ONNX Runtime int8)',
@@ -119,6 +120,21 @@ def test_benchmark_onnx_rows_fp32_int8_its_forms_and_the_int8_control(tmp_path):
     assert '### FPN, ONNX Runtime labels' in stdout and 'x logits + argmax' in stdout
     assert 'FPN-T (ours, ONNX Runtime, labels output) and its copy' in stdout
     assert 'FPN-T (ours, ONNX Runtime int8) and its copy' in stdout, stdout[-2000:]
+    # --profile: torch's ops for the eager path, ONNX Runtime's op types for the files
+    profiles = profiled_ops(stdout)
+    assert any(op.startswith('aten::') for op in profiles['FPN-T (ours) [cl]'])
+    fp32 = profiles['FPN-T (ours, ONNX Runtime) [cl]']
+    assert 'Conv' in fp32 and 'QLinearConv' not in fp32, profiles
+    assert 'QLinearConv' in profiles['FPN-T (ours, ONNX Runtime int8) [cl]'], profiles
+    assert 'ArgMax' in profiles['FPN-T (ours, ONNX Runtime, labels output) [cl]'], profiles
+
+
+def profiled_ops(stdout):
+    """--profile's blocks: title -> the op names listed under it."""
+    blocks = re.findall(r'^profile: (.+) \([0-9.]+ ms profiled\)\n((?:  .*\n?)+)', stdout,
+                        re.MULTILINE)
+    return {title: [line.split(' ms  ', 1)[1] for line in lines.splitlines()]
+            for title, lines in blocks}
 
 
 def test_int8_variants_need_onnx():

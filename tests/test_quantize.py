@@ -223,9 +223,22 @@ def test_each_int8_form_is_the_graph_it_names(demo_run, fp32_onnx, tmp_path, sch
     quantized = facts['quantized_outputs_of']
     assert {'Conv', 'Add', 'Mul'} <= quantized
     assert ('Erf' in quantized) == ('all_but_conv' not in scheme.float_parts)
-    # the logits' resize: quantized, its output is dequantized into the logits
-    float_resize = {'resize', 'all_but_conv'} & set(scheme.float_parts)
-    assert facts['logits_from'] == ('Resize' if float_resize else 'DequantizeLinear')
+    # the logits' resize stays float in every form: no quantize-dequantize pass after it
+    assert facts['logits_from'] == 'Resize'
+
+
+def test_the_float_nodes_are_the_logits_resize_and_the_parts_named(fp32_onnx):
+    import onnx
+    graph = onnx.load(str(fp32_onnx)).graph
+    resizes = {n.name for n in graph.node if n.op_type == 'Resize'}
+    grouped = {n.name for n in graph.node if n.op_type == 'Conv'
+               and any(a.name == 'group' and a.i > 1 for a in n.attribute)}
+    (logits_resize, ) = [n.name for n in graph.node if graph.output[0].name in n.output]
+    assert logits_resize in resizes and len(resizes) > 1 and grouped
+    assert quantize._float_nodes(str(fp32_onnx), ()) == [logits_resize]
+    assert set(quantize._float_nodes(str(fp32_onnx), ('resize', ))) == resizes
+    assert set(quantize._float_nodes(str(fp32_onnx), ('depthwise', ))) == (
+        grouped | {logits_resize})
 
 
 def test_an_unknown_int8_form_is_refused():

@@ -26,8 +26,8 @@ from mmengine.config import Config, DictAction  # noqa: E402
 
 import mmseg_incnext.stack_fixes  # noqa: F401,E402  (atomic writes, like every tool)
 from mmseg_incnext.deploy.quantize import (  # noqa: E402
-    CALIBRATION_METHODS, QuantizationError, describe_mious,
-    quantize_onnx)
+    CALIB_IMAGES, CALIBRATION_METHODS, MIN_AGREEMENT, VAL_IMAGES, QuantizationError,
+    describe_mious, quantize_onnx)
 
 
 def main():
@@ -35,13 +35,13 @@ def main():
     parser.add_argument('config')
     parser.add_argument('model', help='the fp32 .onnx file (tools/export_onnx.py)')
     parser.add_argument('--out', required=True, help='the int8 .onnx file to write')
-    parser.add_argument('--calib-images', type=int, default=32,
-                        help='training images to calibrate on (default 32)')
-    parser.add_argument('--val-images', type=int, default=32,
-                        help='held-out validation images to check on (default 32)')
-    parser.add_argument('--min-agreement', type=float, default=0.95,
+    parser.add_argument('--calib-images', type=int, default=CALIB_IMAGES,
+                        help='training images to calibrate on (default %(default)s)')
+    parser.add_argument('--val-images', type=int, default=VAL_IMAGES,
+                        help='held-out validation images to check on (default %(default)s)')
+    parser.add_argument('--min-agreement', type=float, default=MIN_AGREEMENT,
                         help='smallest accepted fraction of pixels whose int8 label equals '
-                        'the fp32 label (default 0.95)')
+                        'the fp32 label (default %(default)s)')
     parser.add_argument('--seed', type=int, default=0, help='seed of the image draws')
     parser.add_argument('--method', choices=CALIBRATION_METHODS, default='minmax',
                         help='calibration of the activation ranges (default minmax)')

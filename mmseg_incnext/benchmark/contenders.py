@@ -147,7 +147,8 @@ def onnx_runtime_spec(name: str, config: str, scheme: Optional['Int8Scheme'] = N
         head = Config.fromfile(os.path.join(REPO_ROOT, config)).model.decode_head
         return OnnxRuntimeSegmentor(onnx_file(config, scheme), head.num_classes,
                                     head.align_corners)
-    return ModelSpec(name, build, features or onnx_logits, modes=('infer', ))
+    return ModelSpec(name, build, features or onnx_logits, modes=('infer', ),
+                     op_seconds=partial(onnx_op_seconds, config, scheme, 'logits'))
 
 
 def onnx_logits(model: nn.Module) -> Features:
@@ -179,7 +180,15 @@ def onnx_labels_spec(name: str, config: str) -> ModelSpec:
     """Our segmentor of ``config`` exported with ``--output labels``, run by ONNX Runtime;
     inference only."""
     return ModelSpec(name, lambda: OnnxLabels(onnx_file(config, output='labels')),
-                     module_features, modes=('infer', ))
+                     module_features, modes=('infer', ),
+                     op_seconds=partial(onnx_op_seconds, config, None, 'labels'))
+
+
+def onnx_op_seconds(config: str, scheme: Optional['Int8Scheme'], output: str,
+                    x: torch.Tensor) -> Dict[str, float]:
+    """ONNX Runtime's seconds per op type for :func:`onnx_file` on ``x`` (``--profile``)."""
+    from mmseg_incnext.deploy.onnx_runtime import op_type_seconds
+    return op_type_seconds(onnx_file(config, scheme, output), x)
 
 
 def module_features(model: nn.Module) -> Features:

@@ -17,12 +17,15 @@ class ModelSpec:
     ``builds_layout`` it is ``build(channels_last)`` instead and builds the model for the
     layout, as our configs do. ``features`` turns the model into the function that is
     timed (its output: a tensor or a sequence); ``modes`` are the steps it runs.
+    ``op_seconds(x)``, for a contender whose work torch's profiler does not see (ONNX
+    Runtime), gives the seconds per op type of one inference on ``x`` for ``--profile``.
     """
     name: str
     build: Callable[..., nn.Module]
     features: Callable[[nn.Module], Features]
     builds_layout: bool = False
     modes: Tuple[str, ...] = ('infer', 'train')
+    op_seconds: Optional[Callable[[torch.Tensor], Dict[str, float]]] = None
 
 
 @dataclass(frozen=True)

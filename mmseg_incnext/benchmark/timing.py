@@ -3,7 +3,7 @@ interleaved in rounds, then their peak memory and, if asked, a profile of each."
 import contextlib
 import time
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
@@ -105,13 +105,14 @@ def measure(models: Sequence[ModelSpec], layouts: Sequence[str], mode: str, x: t
             m.peak_mib = peak.peak_bytes / 2 ** 20
     if profile_top:
         for m, step in live:
-            print(format_profile(f'{m.model.name} [{m.layout}]', step, device, profile_top))
+            seconds = (m.model.op_seconds(x) if m.model.op_seconds and mode == 'infer'
+                       else torch_op_seconds(step, device))
+            print(format_profile(f'{m.model.name} [{m.layout}]', seconds, profile_top))
     return runs
 
 
-def format_profile(title: str, step: Callable[[], None], device: torch.device,
-                   top: int) -> str:
-    """The ``top`` ops by self time on ``device`` in one more run of ``step``
+def torch_op_seconds(step: Callable[[], None], device: torch.device) -> Dict[str, float]:
+    """Self time in seconds on ``device`` of each op in one more run of ``step``
     (torch.profiler)."""
     from torch.profiler import ProfilerActivity, profile
     cuda = device.type == 'cuda'
@@ -119,9 +120,14 @@ def format_profile(title: str, step: Callable[[], None], device: torch.device,
                  ) as prof:
         step()
     key = profiler_self_time_key(device.type)
-    events = [e for e in prof.key_averages() if getattr(e, key)]
-    total = sum(getattr(e, key) for e in events) or 1
-    lines = [f'\nprofile: {title}']
-    for e in sorted(events, key=lambda e: -getattr(e, key))[:top]:
-        lines.append(f'  {100 * getattr(e, key) / total:5.1f}%  {e.key}')
+    return {e.key: getattr(e, key) / 1e6 for e in prof.key_averages() if getattr(e, key)}
+
+
+def format_profile(title: str, seconds: Dict[str, float], top: int) -> str:
+    """The ``top`` ops of ``seconds`` (op -> seconds in one step), each with its share of
+    the step's profiled time and its milliseconds."""
+    total = sum(seconds.values()) or 1.0
+    lines = [f'\nprofile: {title} ({1e3 * total:.1f} ms profiled)']
+    for op, s in sorted(seconds.items(), key=lambda item: -item[1])[:top]:
+        lines.append(f'  {100 * s / total:5.1f}%  {1e3 * s:8.2f} ms  {op}')
     return '\n'.join(lines)

@@ -1,7 +1,9 @@
 """Running an exported segmentor with ONNX Runtime inside mmseg: testing (mIoU, slide
 windows, TTA) and the inference API work as with the PyTorch model."""
+import json
 import os
-from typing import List, Optional, Union
+import tempfile
+from typing import Dict, List, Optional, Union
 
 import numpy as np
 import torch
@@ -11,13 +13,18 @@ from mmseg.models.segmentors import EncoderDecoder
 from mmseg.registry import DATASETS, MODELS
 
 
-def ort_session(path: str, threads: Optional[int] = None):
+def ort_session(path: str, threads: Optional[int] = None,
+                profile_prefix: Optional[str] = None):
     """An ONNX Runtime CPU session with all graph optimisations; ``threads`` intra-op
-    threads (default: torch's)."""
+    threads (default: torch's); with ``profile_prefix``, ONNX Runtime's profiler on, its
+    file named from that prefix."""
     import onnxruntime
     options = onnxruntime.SessionOptions()
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads or torch.get_num_threads()
+    if profile_prefix:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
     return onnxruntime.InferenceSession(path, options, providers=['CPUExecutionProvider'])
 
 
@@ -26,6 +33,26 @@ def run_images(session, images: torch.Tensor) -> torch.Tensor:
     layout or device), on ``images``' device."""
     array = np.ascontiguousarray(images.detach().float().cpu().numpy())
     return torch.from_numpy(session.run(None, {'images': array})[0]).to(images.device)
+
+
+def op_type_seconds(path: str, images: torch.Tensor, threads: Optional[int] = None
+                    ) -> Dict[str, float]:
+    """Seconds ONNX Runtime's kernels of each op type took in one run of ``path`` on
+    ``images``, after a warm-up run (its profiler; the op types are the optimised graph's,
+    e.g. ``FusedConv`` or ``QLinearConv``)."""
+    with tempfile.TemporaryDirectory() as folder:
+        session = ort_session(path, threads, os.path.join(folder, 'ort'))
+        for _ in range(2):
+            run_images(session, images)
+        with open(session.end_profiling()) as f:
+            events = json.load(f)
+    last_run = max(e['ts'] for e in events if e.get('name') == 'model_run')
+    seconds: Dict[str, float] = {}
+    for e in events:
+        if e.get('cat') == 'Node' and e['name'].endswith('_kernel_time') and e['ts'] >= last_run:
+            op = e['args']['op_name']
+            seconds[op] = seconds.get(op, 0.0) + e['dur'] / 1e6
+    return seconds
 
 
 @MODELS.register_module()

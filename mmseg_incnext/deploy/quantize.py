@@ -29,6 +29,8 @@ from mmseg_incnext.run_config import dataloader_datasets
 from mmseg_incnext.run_data_check import check_data
 
 CALIBRATION_METHODS = ('minmax', 'entropy', 'percentile')
+# quantize_onnx's and tools/quantize_onnx.py's defaults (docs/deploy.md says why 0.95)
+CALIB_IMAGES, VAL_IMAGES, MIN_AGREEMENT = 32, 32, 0.95
 QUANT_FORMATS = ('qdq', 'qoperator')
 FLOAT_PARTS = ('depthwise', 'resize', 'all_but_conv')
 
@@ -41,9 +43,10 @@ class Int8Scheme:
     node, which ONNX Runtime fuses into integer kernels) or ``'qoperator'`` (integer
     operators such as QLinearConv in the file). ``per_channel``: one weight scale per output
     channel, else one per tensor. ``float_parts``, left in float: ``'depthwise'`` (the
-    grouped convolutions: the token mixer's), ``'resize'`` (every Resize, the logits' one
-    included), ``'all_but_conv'`` (only convolutions quantized: GELU, the residual and
-    layer-scale arithmetic, pooling, concatenation and resizing stay float).
+    grouped convolutions: the token mixer's), ``'resize'`` (every Resize: the neck's and
+    the head's upsampling), ``'all_but_conv'`` (only convolutions quantized: GELU, the
+    residual and layer-scale arithmetic, pooling, concatenation and resizing stay float).
+    In every form the node writing the logits (their Resize to the input size) stays float.
     """
     quant_format: str = 'qdq'
     per_channel: bool = True
@@ -229,14 +232,18 @@ def _calibration_inputs(cfg: Config, fp32_file: str, items: list) -> List[np.nda
 
 
 def _float_nodes(onnx_file: str, float_parts: Sequence[str]) -> List[str]:
-    """Names of the nodes of ``onnx_file`` that ``float_parts`` leaves in float (besides
-    ``'all_but_conv'``, which is a restriction of the op types)."""
+    """Names of the nodes of ``onnx_file`` left in float: those writing the graph's outputs
+    (the logits' Resize, whose quantized output would only be dequantized again, a pass
+    over every pixel and class), and those of ``float_parts`` (besides ``'all_but_conv'``,
+    which is a restriction of the op types)."""
     import onnx
-    nodes = onnx.load(onnx_file, load_external_data=False).graph.node
+    graph = onnx.load(onnx_file, load_external_data=False).graph
+    outputs = {output.name for output in graph.output}
     names = []
-    for node in nodes:
+    for node in graph.node:
         groups = next((a.i for a in node.attribute if a.name == 'group'), 1)
-        if ('depthwise' in float_parts and node.op_type == 'Conv' and groups > 1) or (
+        if (outputs & set(node.output)) or (
+                'depthwise' in float_parts and node.op_type == 'Conv' and groups > 1) or (
                 'resize' in float_parts and node.op_type == 'Resize'):
             names.append(node.name)
     return names
@@ -301,8 +308,9 @@ def _test_pipeline(cfg: Config) -> list:
     return copy.deepcopy(next(iter(dataloader_datasets(cfg, ['test_dataloader'])))[1].pipeline)
 
 
-def quantize_onnx(cfg: Config, fp32_file: str, int8_file: str, calib_images: int = 32,
-                  val_images: int = 32, min_agreement: float = 0.95, seed: int = 0,
+def quantize_onnx(cfg: Config, fp32_file: str, int8_file: str,
+                  calib_images: int = CALIB_IMAGES, val_images: int = VAL_IMAGES,
+                  min_agreement: float = MIN_AGREEMENT, seed: int = 0,
                   method: str = 'minmax', scheme: Int8Scheme = Int8Scheme()
                   ) -> QuantizationReport:
     """Quantize ``fp32_file`` (an fp32 logits export of the model of ``cfg``) to
