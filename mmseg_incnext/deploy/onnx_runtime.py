@@ -35,13 +35,12 @@ def run_images(session, images: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(session.run(None, {'images': array})[0]).to(images.device)
 
 
-def op_type_seconds(path: str, images: torch.Tensor, threads: Optional[int] = None
-                    ) -> Dict[str, float]:
+def op_type_seconds(path: str, images: torch.Tensor) -> Dict[str, float]:
     """Seconds ONNX Runtime's kernels of each op type took in one run of ``path`` on
     ``images``, after a warm-up run (its profiler; the op types are the optimised graph's,
-    e.g. ``FusedConv`` or ``QLinearConv``)."""
+    e.g. ``QLinearConv`` in an int8 file)."""
     with tempfile.TemporaryDirectory() as folder:
-        session = ort_session(path, threads, os.path.join(folder, 'ort'))
+        session = ort_session(path, profile_prefix=os.path.join(folder, 'ort'))
         for _ in range(2):
             run_images(session, images)
         with open(session.end_profiling()) as f:
