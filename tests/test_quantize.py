@@ -79,6 +79,7 @@ def test_self_check_prints_agreement_and_both_mious(demo_run, fp32_onnx, quantiz
     assert {'QuantizeLinear', 'DequantizeLinear'} <= {node.op_type for node in graph.node}
     assert any(t.data_type == onnx.TensorProto.INT8 for t in graph.initializer)
     assert path.stat().st_size < 0.5 * fp32_onnx.stat().st_size
+    assert 'int8 form: qdq, per-channel' in output
     assert 'calibration: minmax, 8 of 12 training images (seed 0), 8 inputs' in output
     assert f'wrote {path}' in output
     images, agreement, miou_fp32, miou_int8 = SELF_CHECK.search(output).groups()
@@ -225,6 +226,22 @@ def test_each_int8_form_is_the_graph_it_names(demo_run, fp32_onnx, tmp_path, sch
     assert ('Erf' in quantized) == ('all_but_conv' not in scheme.float_parts)
     # the logits' resize stays float in every form: no quantize-dequantize pass after it
     assert facts['logits_from'] == 'Resize'
+
+
+def test_the_tools_form_options_write_the_form_they_name(demo_run, fp32_onnx, tmp_path):
+    """tools/quantize_onnx.py's --quant-format, --per-tensor and --float-parts reach the
+    graph, and the output names the form."""
+    work, _ = demo_run
+    out = tmp_path / 'int8.onnx'
+    result = run_tool('tools/quantize_onnx.py', DEMO_CONFIG, str(fp32_onnx), '--out', str(out),
+                      '--calib-images', '2', '--val-images', '2', '--min-agreement', '0.5',
+                      '--per-tensor', '--float-parts', 'depthwise', '--cfg-options',
+                      *data_options(work / 'data'))
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert 'int8 form: qdq, per-tensor, float depthwise' in result.stdout
+    facts = _graph_facts(out)
+    assert facts['float_grouped'] > 0
+    assert {len(dims) for dims in facts['weight_scales']} == {0}
 
 
 def test_the_float_nodes_are_the_logits_resize_and_the_parts_named(fp32_onnx):

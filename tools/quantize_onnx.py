@@ -2,11 +2,12 @@
 
     python tools/quantize_onnx.py CONFIG MODEL_FP32.onnx --out MODEL_INT8.onnx
         [--calib-images N] [--val-images M] [--min-agreement P] [--seed S]
-        [--method minmax|entropy|percentile]
+        [--method minmax|entropy|percentile] [--quant-format qdq|qoperator] [--per-tensor]
+        [--float-parts depthwise|resize|all_but_conv ...]
 
 MODEL_FP32.onnx is a ``tools/export_onnx.py`` file with ``--output logits`` (with
-``--dynamic`` for any image size). ONNX Runtime's static quantization (QDQ, per-channel int8
-weights, uint8 activations) is calibrated on N images drawn with seed S from the config's
+``--dynamic`` for any image size). ONNX Runtime's static quantization (by default QDQ,
+per-channel int8 weights, uint8 activations; the form options choose another) is calibrated on N images drawn with seed S from the config's
 training set, through the config's test pipeline and data preprocessor. Then both files
 segment M held-out images of the config's validation set as ``tools/test.py`` does; the label
 agreement and both mIoUs are printed, and the file is written only if the agreement is at
@@ -26,8 +27,8 @@ from mmengine.config import Config, DictAction  # noqa: E402
 
 import mmseg_incnext.stack_fixes  # noqa: F401,E402  (atomic writes, like every tool)
 from mmseg_incnext.deploy.quantize import (  # noqa: E402
-    CALIB_IMAGES, CALIBRATION_METHODS, MIN_AGREEMENT, VAL_IMAGES, QuantizationError,
-    describe_mious, quantize_onnx)
+    CALIB_IMAGES, CALIBRATION_METHODS, FLOAT_PARTS, MIN_AGREEMENT, QUANT_FORMATS, VAL_IMAGES,
+    Int8Scheme, QuantizationError, describe_mious, quantize_onnx)
 
 
 def main():
@@ -45,6 +46,14 @@ def main():
     parser.add_argument('--seed', type=int, default=0, help='seed of the image draws')
     parser.add_argument('--method', choices=CALIBRATION_METHODS, default='minmax',
                         help='calibration of the activation ranges (default minmax)')
+    parser.add_argument('--quant-format', choices=QUANT_FORMATS, default='qdq',
+                        help='qdq: quantize/dequantize pairs ONNX Runtime fuses; qoperator: '
+                        'integer operators in the file (default qdq)')
+    parser.add_argument('--per-tensor', action='store_true',
+                        help='one weight scale per tensor (default: per output channel)')
+    parser.add_argument('--float-parts', nargs='+', choices=FLOAT_PARTS, default=[],
+                        help='parts left in float: the depthwise convolutions, every Resize, '
+                        'or all but the convolutions')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings (e.g. the data roots), xxx=yyy format')
     args = parser.parse_args()
@@ -54,12 +63,15 @@ def main():
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
+    scheme = Int8Scheme(quant_format=args.quant_format, per_channel=not args.per_tensor,
+                        float_parts=tuple(args.float_parts))
     try:
         report = quantize_onnx(cfg, args.model, args.out, args.calib_images, args.val_images,
-                               args.min_agreement, args.seed, args.method)
+                               args.min_agreement, args.seed, args.method, scheme)
     except QuantizationError as err:
         raise SystemExit(f'{type(err).__name__}: {err}')
     check = report.check
+    print(f'int8 form: {scheme.name}')
     print(f'calibration: {report.method}, {report.calibration_images} of '
           f'{report.training_images} training images (seed {report.seed}), '
           f'{report.calibration_inputs} inputs through the test pipeline')

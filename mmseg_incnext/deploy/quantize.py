@@ -2,11 +2,11 @@
 
 :func:`quantize_onnx` runs ONNX Runtime's static quantization (by default QDQ format,
 per-channel int8 weights, uint8 activations, every supported node quantized; the other
-forms, :class:`Int8Scheme`, are what the benchmark's ``--int8-variants`` compares). The
-calibration inputs are what the graph receives when mmseg tests the fp32 file: images drawn
-with a fixed seed from the config's training set, run through the config's test pipeline and
-the model's data preprocessor in test mode (whole images or sliding windows, as the config's
-``test_cfg`` says). Then both files segment held-out images of the config's validation set,
+forms, :class:`Int8Scheme`, are ``tools/quantize_onnx.py``'s form options and what the
+benchmark's ``--int8-variants`` compares). The calibration inputs are what the graph
+receives when mmseg tests the fp32 file: images drawn with a fixed seed from the config's
+training set, run through the config's test pipeline and the model's data preprocessor in
+test mode (whole images or sliding windows, as the config's ``test_cfg`` says). Then both files segment held-out images of the config's validation set,
 as ``tools/test.py`` does, and the int8 file is written only if its labels agree with the
 fp32 file's on enough pixels.
 """
