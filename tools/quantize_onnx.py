@@ -7,12 +7,12 @@
 
 MODEL_FP32.onnx is a ``tools/export_onnx.py`` file with ``--output logits`` (with
 ``--dynamic`` for any image size). ONNX Runtime's static quantization (by default QDQ,
-per-channel int8 weights, uint8 activations; the form options choose another) is calibrated on N images drawn with seed S from the config's
-training set, through the config's test pipeline and data preprocessor. Then both files
-segment M held-out images of the config's validation set as ``tools/test.py`` does; the label
-agreement and both mIoUs are printed, and the file is written only if the agreement is at
-least P. The int8 file runs wherever the fp32 one does (``tools/test.py``,
-``tools/image_demo.py``). Needs ``pip install -e .[deploy]``.
+per-channel int8 weights, uint8 activations; the form options choose another) is calibrated
+on N images drawn with seed S from the config's training set, through the config's test
+pipeline and data preprocessor. Then both files segment M held-out images of the config's
+validation set as ``tools/test.py`` does; the label agreement and both mIoUs are printed,
+and the file is written only if the agreement is at least P. The int8 file runs wherever
+the fp32 one does (``tools/test.py``, ``tools/image_demo.py``). Needs ``pip install -e .[deploy]``.
 """
 import quiet_warnings  # noqa: F401  (first: filters known third-party warnings)
 import argparse

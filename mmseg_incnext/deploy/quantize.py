@@ -6,9 +6,9 @@ forms, :class:`Int8Scheme`, are ``tools/quantize_onnx.py``'s form options and wh
 benchmark's ``--int8-variants`` compares). The calibration inputs are what the graph
 receives when mmseg tests the fp32 file: images drawn with a fixed seed from the config's
 training set, run through the config's test pipeline and the model's data preprocessor in
-test mode (whole images or sliding windows, as the config's ``test_cfg`` says). Then both files segment held-out images of the config's validation set,
-as ``tools/test.py`` does, and the int8 file is written only if its labels agree with the
-fp32 file's on enough pixels.
+test mode (whole images or sliding windows, as the config's ``test_cfg`` says). Then both
+files segment held-out images of the config's validation set, as ``tools/test.py`` does, and
+the int8 file is written only if its labels agree with the fp32 file's on enough pixels.
 """
 import copy
 import importlib
