@@ -16,6 +16,13 @@ def private_cache(tmp_path_factory):
     os.environ['MMSEG_INCNEXT_CACHE'] = str(tmp_path_factory.mktemp('cache'))
 
 
+@pytest.fixture(scope='session', autouse=True)
+def launchers_run_this_python():
+    """tools/dist_*.sh and slurm_*.sh run $PYTHON, else the repository's .venv: each stack's
+    suite must launch its own interpreter, not the current stack's."""
+    os.environ['PYTHON'] = sys.executable
+
+
 @pytest.fixture
 def tiles(monkeypatch):
     """Tile every MLP, 13 pixels a tile (so maps end in a partial tile); counts the tiled
