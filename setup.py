@@ -21,7 +21,8 @@ setup(
         'safetensors',
     ],
     extras_require={
-        'tests': ['pytest', 'timm>=1.0', 'mmpretrain==1.2.0', 'onnx', 'onnxruntime'],
+        'tests': ['pytest', 'timm>=1.0', 'mmpretrain==1.2.0', 'onnx', 'onnxruntime',
+                  'thop', 'ptflops', 'torchinfo'],  # the FLOP counters users run
         # the reference implementation and mmseg's ConvNeXt peer, compared against
         'benchmark': ['timm>=1.0', 'mmpretrain==1.2.0'],
         'mmpretrain': ['mmpretrain==1.2.0'],

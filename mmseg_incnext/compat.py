@@ -8,44 +8,6 @@ import re
 import torch
 
 
-def _autocast_query_takes_device() -> bool:
-    try:
-        torch.is_autocast_enabled('cpu')  # torch >= 2.4
-    except TypeError:
-        return False
-    return True
-
-
-if _autocast_query_takes_device():
-
-    def autocast_enabled(device_type: str) -> bool:
-        """Whether autocast is on for ``device_type`` (``'meta'``: never; asking raises)."""
-        return device_type != 'meta' and torch.is_autocast_enabled(device_type)
-else:
-    _AUTOCAST_QUERIES = {'cuda': torch.is_autocast_enabled, 'cpu': torch.is_autocast_cpu_enabled}
-
-    def autocast_enabled(device_type: str) -> bool:
-        """Whether autocast is on for ``device_type`` (older torch: one query per device)."""
-        query = _AUTOCAST_QUERIES.get(device_type)
-        return query is not None and query()
-
-
-def _compiler_query():
-    compiler = getattr(torch, 'compiler', None)
-    if compiler is not None and hasattr(compiler, 'is_compiling'):
-        return compiler.is_compiling  # torch >= 2.3
-    from torch import _dynamo  # torch 2.1, 2.2
-    return _dynamo.is_compiling
-
-
-_IS_COMPILING = _compiler_query()
-
-
-def is_compiling() -> bool:
-    """Whether the code runs under ``torch.compile`` tracing."""
-    return _IS_COMPILING()
-
-
 def _onnx_export_takes_dynamo() -> bool:
     import inspect
     return 'dynamo' in inspect.signature(torch.onnx.export).parameters  # torch >= 2.5
@@ -59,29 +21,10 @@ def onnx_export(model: torch.nn.Module, args: tuple, path: str, **kwargs) -> Non
     torch.onnx.export(model, args, path, **kwargs)
 
 
-def _onednn_version() -> tuple:
+def onednn_version() -> tuple:
     """(major, minor) of the oneDNN torch was built with, () if it reports none."""
     match = re.search(r'(?:MKL-DNN|oneDNN)\D*v(\d+)\.(\d+)', torch.__config__.show())
     return (int(match[1]), int(match[2])) if match else ()
-
-
-# oneDNN 3.1 (torch 2.1) runs a channels-last depthwise convolution's forward plus backward
-# 2.4-6x slower than in NCHW, copies both ways included (its forward alone is faster
-# channels-last); 3.12 (torch 2.13) is faster channels-last. Versions between: unmeasured.
-_SLOW_CHANNELS_LAST_DEPTHWISE_TRAINING = () < _onednn_version() < (3, 2)
-
-
-def depthwise_training_prefers_nchw(x: torch.Tensor) -> bool:
-    """Whether depthwise convolutions of ``x``, a channels-last CPU map under autograd,
-    should run in NCHW: on the oneDNN of torch 2.1, whose channels-last kernels are slow."""
-    return (_SLOW_CHANNELS_LAST_DEPTHWISE_TRAINING and x.device.type == 'cpu'
-            and torch.is_grad_enabled() and not is_compiling()
-            and x.is_contiguous(memory_format=torch.channels_last))
-
-
-def onednn_version() -> tuple:
-    """(major, minor) of the oneDNN torch was built with, () if it reports none."""
-    return _onednn_version()
 
 
 def timm_stage_outputs(model: torch.nn.Module):

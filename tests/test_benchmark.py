@@ -42,7 +42,7 @@ def test_benchmark_smoke(tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=HUNG_AFTER_S,
                           cwd=REPO_ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert 'x ConvNeXt-T' in proc.stdout and 'unfused' in proc.stdout
+    assert 'x ConvNeXt-T' in proc.stdout and 'deployed' in proc.stdout
     result = json.loads(out.read_text())
     assert_no_error_rows(result)
     # The header and the JSON name the machine as torch reports it.
@@ -69,7 +69,7 @@ def test_benchmark_smoke(tmp_path):
         assert sum(r['best_layout'] for r in run['rows']
                    if r['model'] == 'InceptionNeXt-A (ours)') == 1
     infer = {(r['model'], r['layout']) for r in result['runs'][0]['rows']}
-    assert ('InceptionNeXt-A (ours, unfused)', 'nchw') in infer
+    assert ('InceptionNeXt-A (ours, deployed)', 'nchw') in infer
 
 
 def one_segmentor_run(tmp_path, *args):
@@ -221,9 +221,9 @@ def test_ratios_over_runs_take_each_runs_best_layout():
 
 def test_only_keeps_the_references_and_refuses_an_unknown_name():
     comparisons = backbone_comparisons('atto')
-    (kept, ) = select(comparisons, ['unfused'])
+    (kept, ) = select(comparisons, ['deployed'])
     assert [m.name for m in kept.models] == [
-        'InceptionNeXt-A (ours, unfused)', 'timm-InceptionNeXt-A', 'ConvNeXt-T',
+        'InceptionNeXt-A (ours, deployed)', 'timm-InceptionNeXt-A', 'ConvNeXt-T',
         'mmpretrain-ConvNeXt-T']
     assert 'InceptionNeXt-A (ours, no output norms)' in [
         m.name for m in comparisons[0].models]
@@ -246,7 +246,7 @@ def test_control_pairs_measure_the_noise_and_gate_the_runs():
     assert comparison.with_models(lambda m: m is ours).controls == ()
     assert comparison.with_models(lambda m: True).controls == ((ours, copy), )
     with pytest.raises(SystemExit, match='needs a control pair'):
-        cli.main(['--arch', 'atto', '--only', 'unfused', '--max-control-gap', '3'])
+        cli.main(['--arch', 'atto', '--only', 'deployed', '--max-control-gap', '3'])
 
 
 def test_the_upernet_bound_follows_from_the_rows_or_says_why_not():

@@ -56,23 +56,6 @@ def test_mmseg_inference_api(checkpoint, tmp_path):
     assert (outputs.pred_sem_seg.data == single.pred_sem_seg.data).all()
 
 
-def test_fast_inference_path_through_init_model(checkpoint):
-    """init_model/inference_model use the fused backbone, with the plain path's numbers."""
-    from mmseg.apis import inference_model, init_model
-    image = np.random.default_rng(2).integers(0, 255, (67, 45, 3), dtype=np.uint8)
-    fast = init_model(DEMO_CONFIG, checkpoint, device='cpu')
-    plain = init_model(DEMO_CONFIG, checkpoint, device='cpu',
-                       cfg_options={'model.backbone.fast_inference': False})
-    plain_stem_calls = {'fast': [], 'plain': []}  # the fused copy has a stem of its own
-    for name, model in (('fast', fast), ('plain', plain)):
-        model.backbone.stem.register_forward_hook(
-            lambda *args, calls=plain_stem_calls[name]: calls.append(1))
-    fast_logits = inference_model(fast, image).seg_logits.data
-    plain_logits = inference_model(plain, image).seg_logits.data
-    assert plain_stem_calls == {'fast': [], 'plain': [1]}
-    assert (fast_logits - plain_logits).abs().max().item() <= 1e-4
-
-
 def write_inputs(folder):
     rng = np.random.default_rng(1)
     folder.mkdir()

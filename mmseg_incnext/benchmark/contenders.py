@@ -1,6 +1,6 @@
 """The models the benchmark compares, and the tables they form.
 
-Backbones: ours (fused, without its output norms, unfused, and control copies) against
+Backbones: ours (as built, without its output norms, switched to deploy, and control copies) against
 timm's InceptionNeXt, ConvNeXt-T (timm and mmpretrain) and ResNet-50. Segmentors: our
 UperNet and FPN configs against the same heads on timm's InceptionNeXt-T and on ConvNeXt-T,
 the backbones alone inside UperNet, and our segmentors exported to ONNX Runtime in fp32
@@ -28,12 +28,15 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__fi
 SEGMENTOR_BACKBONES = ('ours', 'ours, no output norms', 'timm', 'convnext')
 
 
-def build_ours(arch: str = 'tiny', channels_last: bool = True, **kwargs) -> nn.Module:
-    """Our backbone as our configs build it (``kwargs``: further InceptionNeXt keys)."""
+def build_ours(arch: str = 'tiny', channels_last: bool = True, deploy: bool = False,
+               **kwargs) -> nn.Module:
+    """Our backbone as our configs build it (``kwargs``: further InceptionNeXt keys), with
+    ``deploy`` switched to deploy mode (norms and layer scales folded)."""
     import mmseg_incnext  # noqa: F401
     from mmseg.registry import MODELS
-    return MODELS.build(dict(type='InceptionNeXt', arch=arch, channels_last=channels_last,
-                             **kwargs))
+    model = MODELS.build(dict(type='InceptionNeXt', arch=arch, channels_last=channels_last,
+                              **kwargs))
+    return model.switch_to_deploy() if deploy else model
 
 
 def build_timm(name: str) -> nn.Module:
@@ -211,14 +214,14 @@ def backbone_comparisons(arch: str) -> List[Comparison]:
     ConvNeXt-T and ResNet-50, with two control pairs."""
     letter = arch[0].upper()
 
-    def our_model(suffix: str, **kwargs) -> ModelSpec:
+    def our_model(suffix: str, modes=('infer', 'train'), **kwargs) -> ModelSpec:
         return ModelSpec(f'InceptionNeXt-{letter} (ours{suffix})',
                          partial(build_ours, arch, **kwargs), module_features,
-                         builds_layout=True)
+                         builds_layout=True, modes=modes)
 
     def control_copy(spec: ModelSpec) -> ModelSpec:
         return ModelSpec(f'{spec.name} control copy', spec.build, spec.features,
-                         builds_layout=True)
+                         builds_layout=True, modes=spec.modes)
 
     timm_ref = ModelSpec(f'timm-InceptionNeXt-{letter}',
                          partial(build_timm, f'inception_next_{arch}'), timm_stage_outputs)
@@ -229,7 +232,7 @@ def backbone_comparisons(arch: str) -> List[Comparison]:
                                     module_features)
     default = our_model('')
     control, no_out_norms_control = control_copy(default), control_copy(no_out_norms)
-    models = (default, no_out_norms, our_model(', unfused', fast_inference=False),
+    models = (default, no_out_norms, our_model(', deployed', modes=('infer', ), deploy=True),
               control, no_out_norms_control, timm_ref,
               convnext, mmpretrain_convnext,
               ModelSpec('ResNet-50', partial(build_timm, 'resnet50'), timm_stage_outputs))

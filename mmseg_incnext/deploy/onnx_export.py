@@ -2,8 +2,8 @@
 
 The TorchScript exporter records the operations run on one example input; Python
 arithmetic on shapes is frozen into the graph. :class:`ExportableSegmentor` is built so
-that nothing depends on the example's size: the backbone is the fused inference copy
-(its padding is size-independent while tracing, see ``pad_to_multiple``), mmseg's
+that nothing depends on the example's size: the backbone's padding is size-independent while
+tracing (``pad_to_multiple``) and its norms are folded (``switch_to_deploy``), mmseg's
 ``Upsample`` layers interpolate by their scale factor (:func:`upsample_any_size`), and
 adaptive average pooling (UperNet's pyramid pooling) is computed with pooling matrices
 built from the input (:func:`adaptive_avg_pool_any_size`); mmdeploy's export uses the
@@ -23,7 +23,6 @@ from mmseg.models.utils import Upsample as MMSegUpsample
 from mmseg_incnext.atomic_files import atomic_output
 from mmseg_incnext.compat import onnx_export
 from mmseg_incnext.models.backbones.inceptionnext import InceptionNeXt
-from mmseg_incnext.models.backbones.inceptionnext_fused import fuse_for_inference
 
 OUTPUTS = ('logits', 'labels')
 # What a verified fp32 export must reproduce: the max abs logit difference from PyTorch
@@ -130,8 +129,7 @@ class ExportableSegmentor(nn.Module):
         if not isinstance(segmentor.backbone, InceptionNeXt):
             raise TypeError('ONNX export expects an InceptionNeXt backbone, got '
                             f'{type(segmentor.backbone).__name__}')
-        self.backbone = fuse_for_inference(segmentor.backbone,
-                                           memory_format=torch.contiguous_format)
+        self.backbone = copy.deepcopy(segmentor.backbone).switch_to_deploy()
         self.neck = make_traceable(copy.deepcopy(segmentor.neck)).eval() \
             if segmentor.with_neck else None
         self.decode_head = make_traceable(copy.deepcopy(segmentor.decode_head)).eval()

@@ -1,27 +1,82 @@
 """InceptionNeXt backbone (Yu et al., "InceptionNeXt: When Inception Meets ConvNeXt", CVPR 2024).
 
-Parameter names follow the released ImageNet checkpoints (and timm's ``inception_next_*``)
-so that the weights load by exact key match; see :mod:`mmseg_incnext.weights`.
+A plain module graph in the shape of timm's ``inception_next.py``: every layer that holds a
+parameter runs through its module's ``forward``, in every mode, so forward hooks, hook-based
+counters (thop, ptflops, torchinfo) and ``torch.fx`` see the whole network. Parameter names
+follow the released ImageNet checkpoints (and timm's ``inception_next_*``), so the weights
+load by exact key match; see :mod:`mmseg_incnext.weights`. Folding the BatchNorms and layer
+scales into the convolutions is an explicit deploy step, :meth:`InceptionNeXt.switch_to_deploy`.
 """
-import logging
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
+import torch.fx
 import torch.nn as nn
+import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from mmcv.cnn import build_norm_layer
-from mmengine.logging import print_log
+from mmcv.cnn.bricks import DropPath
 from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmseg.registry import MODELS
 from mmseg_incnext.arch import ARCH_DEFAULTS, ARCH_SETTINGS
-from mmseg_incnext.compat import autocast_enabled, depthwise_training_prefers_nchw
 from mmseg_incnext.weights import load_pretrained
-from .inceptionnext_fused import fuse_for_inference
-from .layers import Downsample, Stem, check_input, is_foldable_norm, run_stages
-from .pointwise_mlp import pointwise_mlp
+from .fusion import fold_norm_after_conv, fold_norm_before_pointwise_conv, fold_scale_into_conv
+
+
+def check_input(x: torch.Tensor, in_channels: int, arch_name: str) -> None:
+    """Refuse anything but an ``N x in_channels x H x W`` batch, naming what was given."""
+    if x.dim() != 4 or x.shape[1] != in_channels:
+        raise ValueError(f'InceptionNeXt-{arch_name} expects an N x {in_channels} x H x W '
+                         f'input (in_channels={in_channels}), got shape {tuple(x.shape)}')
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Zero-pad the bottom and right of ``x`` so both sides are multiples of ``multiple``.
+
+    The stem (4x4, stride 4) and the downsampling convs (2x2, stride 2) have no padding, so
+    an input whose size is not a multiple of 32 would otherwise lose its last rows and
+    columns; with this padding every pixel is seen and the outputs are ceil(size / stride).
+    A no-op (and identical to the reference) for sizes that are already multiples. In a
+    traced graph (ONNX export), which must hold for every size, it pads ``multiple - 1``
+    always: before a conv whose kernel and stride are ``multiple`` that is the same
+    computation, as the rows beyond the next multiple are never read.
+    """
+    if torch.jit.is_tracing():
+        return F.pad(x, (0, multiple - 1, 0, multiple - 1))
+    pad_h, pad_w = -x.shape[-2] % multiple, -x.shape[-1] % multiple
+    return F.pad(x, (0, pad_w, 0, pad_h)) if pad_h or pad_w else x
+
+
+# Leaves of an FX graph: they decide on the input's shape, which symbolic tracing cannot.
+torch.fx.wrap('check_input')
+torch.fx.wrap('pad_to_multiple')
+
+
+class Stem(nn.Sequential):
+    """Patchify stem: 4x4 stride-4 conv, then norm (keys ``stem.0``, ``stem.1``)."""
+
+    def __init__(self, in_channels: int, out_channels: int, norm_cfg: dict) -> None:
+        super().__init__(
+            nn.Conv2d(in_channels, out_channels, kernel_size=4, stride=4),
+            build_norm_layer(norm_cfg, out_channels)[1])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self[1](self[0](pad_to_multiple(x, 4)))
+
+
+class Downsample(nn.Sequential):
+    """Norm, then 2x2 stride-2 conv (keys ``downsample.0``, ``downsample.1``)."""
+
+    def __init__(self, in_channels: int, out_channels: int, norm_cfg: dict) -> None:
+        super().__init__(
+            build_norm_layer(norm_cfg, in_channels)[1],
+            nn.Conv2d(in_channels, out_channels, kernel_size=2, stride=2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self[1](pad_to_multiple(self[0](x), 2))
 
 
 class InceptionDWConv2d(nn.Module):
@@ -59,73 +114,25 @@ class InceptionDWConv2d(nn.Module):
         self.dwconv_h = nn.Conv2d(
             branch_channels, branch_channels, (band_kernel_size, 1),
             padding=(band_kernel_size // 2, 0), groups=branch_channels)
-        self.identity_channels = channels - 3 * branch_channels
-        self.branch_channels = branch_channels
+        self.split_sizes = (channels - 3 * branch_channels, ) + (branch_channels, ) * 3
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x_id, *parts = torch.split(
-            x, (self.identity_channels, ) + (self.branch_channels, ) * 3, dim=1)
-        convs = (self.dwconv_hw, self.dwconv_w, self.dwconv_h)
-        if depthwise_training_prefers_nchw(x):
-            return torch.cat((x_id, ) + tuple(
-                _conv_in_nchw(conv, part).contiguous(memory_format=torch.channels_last)
-                for conv, part in zip(convs, parts)), dim=1)
-        return torch.cat((x_id, ) + tuple(conv(part) for conv, part in zip(convs, parts)),
+        x_id, x_hw, x_w, x_h = torch.split(x, self.split_sizes, dim=1)
+        return torch.cat((x_id, self.dwconv_hw(x_hw), self.dwconv_w(x_w), self.dwconv_h(x_h)),
                          dim=1)
 
 
-def _conv_in_nchw(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    """``conv(x)`` with the input and the weight in NCHW strides (a channels-last weight
-    would make the convolution run channels-last)."""
-    return conv._conv_forward(x.contiguous(), conv.weight.clone(
-        memory_format=torch.contiguous_format), conv.bias)
-
-
 class ConvMlp(nn.Module):
-    """Channel MLP made of two 1x1 convolutions with a GELU between them.
-
-    ``forward(x, out_scale)`` also multiplies the output channels by ``out_scale`` (the
-    block's layer scale). Outside autocast the product is applied to whichever is smaller,
-    ``fc2``'s weight or the output map (the same math, equal to 1e-5 in fp32, tested): at
-    segmentation resolutions folding it into the weight saves a pass over the activations,
-    forward and backward. The 1x1 convs run through :func:`pointwise_mlp` with the convs'
-    parameters, so hooks on ``fc1``/``fc2`` themselves do not fire.
-    """
+    """Channel MLP: 1x1 conv, exact (erf) GELU, 1x1 conv (keys ``fc1``, ``fc2``)."""
 
     def __init__(self, channels: int, hidden_channels: int) -> None:
         super().__init__()
         self.fc1 = nn.Conv2d(channels, hidden_channels, 1)
+        self.act = nn.GELU()
         self.fc2 = nn.Conv2d(hidden_channels, channels, 1)
 
-    def forward(self, x: torch.Tensor, out_scale: Optional[torch.Tensor] = None) -> torch.Tensor:
-        w2, b2 = self.fc2.weight, self.fc2.bias
-        # Not under autocast: a folded 1e-6 scale underflows in fp16 weights, and unfolded the
-        # product promotes the branch to fp32 as in the reference.
-        fold_scale = (out_scale is not None and w2.numel() < x.numel()
-                      and not autocast_enabled(x.device.type))
-        if fold_scale:
-            w2 = w2 * out_scale.view(-1, 1, 1, 1)
-            b2 = None if b2 is None else b2 * out_scale
-        out = pointwise_mlp(x, self.fc1.weight, self.fc1.bias, w2, b2)
-        if out_scale is not None and not fold_scale:
-            out = out * out_scale.view(1, -1, 1, 1)
-        return out
-
-
-def add_residual(x: torch.Tensor, y: torch.Tensor, drop_prob: float,
-                 training: bool) -> torch.Tensor:
-    """``x + drop_path(y)`` in one pass over the maps.
-
-    Stochastic depth as in mmcv's ``DropPath`` (the same random draw: a sample's branch is
-    kept with probability ``1 - drop_prob`` and scaled by its inverse), applied with a
-    single ``addcmul`` instead of a division, a multiplication and an addition.
-    """
-    if drop_prob == 0. or not training:
-        return x + y
-    keep_prob = 1 - drop_prob
-    shape = (x.shape[0], ) + (1, ) * (x.dim() - 1)
-    keep = (keep_prob + torch.rand(shape, dtype=y.dtype, device=y.device)).floor_()
-    return torch.addcmul(x, y, keep.div_(keep_prob))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
 
 
 class MetaNeXtBlock(nn.Module):
@@ -138,7 +145,7 @@ class MetaNeXtBlock(nn.Module):
         norm_cfg: Config of the norm after the token mixer (BN in the paper).
         layer_scale_init_value: Initial value of the per-channel scale ``gamma``;
             0 disables the layer scale.
-        drop_path_rate: Stochastic depth rate of this block.
+        drop_path_rate: Stochastic depth rate of this block (mmcv's ``DropPath``).
     """
 
     def __init__(self,
@@ -156,11 +163,22 @@ class MetaNeXtBlock(nn.Module):
             self.gamma = nn.Parameter(torch.full((channels, ), float(layer_scale_init_value)))
         else:
             self.gamma = None
-        self.drop_path_rate = float(drop_path_rate)
+        self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.mlp(self.norm(self.token_mixer(x)), out_scale=self.gamma)
-        return add_residual(x, y, self.drop_path_rate, self.training)
+        y = self.mlp(self.norm(self.token_mixer(x)))
+        if self.gamma is not None:
+            y = y * self.gamma.view(1, -1, 1, 1)
+        return x + self.drop_path(y)
+
+    def switch_to_deploy(self) -> None:
+        """Fold the norm into ``mlp.fc1`` (token mixer and norm are per-channel, so
+        ``fc1(norm(y))`` is one conv of ``y``) and ``gamma`` into ``mlp.fc2``."""
+        if fold_norm_before_pointwise_conv(self.norm, self.mlp.fc1):
+            self.norm = nn.Identity()
+        if self.gamma is not None:
+            fold_scale_into_conv(self.mlp.fc2, self.gamma)
+            self.gamma = None
 
 
 class MetaNeXtStage(nn.Module):
@@ -192,20 +210,11 @@ class MetaNeXtStage(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.downsample is not None:
             x = self.downsample(x)
-        for block in self.blocks:
-            if self.with_cp and x.requires_grad:
+        if self.with_cp and self.training:
+            for block in self.blocks:
                 x = cp.checkpoint(block, x, use_reentrant=False)
-            else:
-                x = block(x)
-        return x
-
-
-class _FusedCopy(NamedTuple):
-    """The cached fused copy, the tensors it was built from and their versions' sum (an
-    in-place change raises a tensor's version, so the sum changes with any of them)."""
-    module: nn.Module
-    sources: Tuple[torch.Tensor, ...]
-    version_sum: int
+            return x
+        return self.blocks(x)
 
 
 @MODELS.register_module()
@@ -228,22 +237,9 @@ class InceptionNeXt(BaseModule):
         frozen_stages (int): Freeze (eval mode, no gradient) the stem and the first
             ``frozen_stages`` stages with their output norms; 0 freezes nothing.
         norm_eval (bool): Keep every BatchNorm in eval mode during training.
-        with_cp (bool): Gradient checkpointing of each block, to save memory.
-        channels_last (bool): Run in channels-last memory format (parameters and input),
-            which is faster for these convolutions on CPUs and recent GPUs. Defaults to True.
-        fast_inference (bool): In eval mode without autograd (testing, ``inference_model``),
-            run a fused copy with the BatchNorms and layer scales folded into the
-            convolutions (:mod:`.inceptionnext_fused`); outputs equal to 1e-4. It needs
-            norms with running statistics (BN, SyncBN) in ``norm_cfg`` and
-            ``out_norm_cfg``; with any other norm it is turned off at construction, with a
-            warning. The copy is built at the first such forward and again after
-            ``train()`` or ``eval()``, ``load_state_dict``, ``.to()``/``.half()``/
-            ``.float()``, and after an in-place change of a parameter or buffer (an
-            optimizer step, ``p.copy_`` under ``no_grad``: the tensors' versions are
-            compared at each such forward). Writes through ``.data`` bypass those
-            versions; they are seen at the next ``eval()``, which mmengine's loops call
-            after their hooks (the EMA hook swaps weights so). Forward hooks on the
-            backbone's submodules do not fire in the fused copy. Defaults to True.
+        with_cp (bool): Gradient checkpointing of each block in training, to save memory.
+        channels_last (bool): Keep the parameters and the input in channels-last memory
+            format, the faster one for these convolutions. Defaults to True.
         init_cfg (dict | list | None): ``dict(type='Pretrained', checkpoint=...)`` loads a
             released ``.pth``, a timm ``.safetensors``, an mmseg segmentor checkpoint or a
             URL (see :mod:`mmseg_incnext.weights`); otherwise truncated-normal init.
@@ -268,10 +264,8 @@ class InceptionNeXt(BaseModule):
                  norm_eval: bool = False,
                  with_cp: bool = False,
                  channels_last: bool = True,
-                 fast_inference: bool = True,
                  init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
         super().__init__(init_cfg=init_cfg)
-        self._fused_cache: Optional[_FusedCopy] = None
         self.arch = self._resolve_arch(arch)
         self.arch_name = arch if isinstance(arch, str) else 'custom'
         depths, dims = self.arch['depths'], self.arch['dims']
@@ -288,6 +282,7 @@ class InceptionNeXt(BaseModule):
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.deployed = False
 
         self.stem = Stem(in_channels, dims[0], norm_cfg)
 
@@ -315,25 +310,8 @@ class InceptionNeXt(BaseModule):
             norm = build_norm_layer(out_norm_cfg, dims[i])[1] if out_norm_cfg else nn.Identity()
             self.add_module(f'norm{i}', norm)
 
-        self.fast_inference = fast_inference and self._can_fuse_norms(norm_cfg, out_norm_cfg)
         self.to(memory_format=self.memory_format)
         self._freeze_stages()
-
-    def _can_fuse_norms(self, norm_cfg: dict, out_norm_cfg: Optional[dict]) -> bool:
-        """Whether the fused copy can fold this model's norms; if not, says so in the log."""
-        built = (('norm_cfg', norm_cfg, self.stem[1]),
-                 ('out_norm_cfg', out_norm_cfg, getattr(self, f'norm{self.out_indices[0]}')))
-        for key, cfg, norm in built:
-            if not is_foldable_norm(norm):
-                print_log(
-                    f'InceptionNeXt-{self.arch_name}: fast_inference is off: {key}={cfg} '
-                    f'builds {type(norm).__name__}, and only BatchNorm with running '
-                    "statistics (BN, SyncBN) folds into the fused copy's convolutions; "
-                    'eval-mode inference runs the plain path. Pass fast_inference=False to '
-                    'choose that without this message.',
-                    logger='current', level=logging.WARNING)
-                return False
-        return True
 
     @classmethod
     def _resolve_arch(cls, arch: Union[str, dict]) -> dict:
@@ -419,31 +397,30 @@ class InceptionNeXt(BaseModule):
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         check_input(x, self.in_channels, self.arch_name)
-        if self.fast_inference and not self.training and not torch.is_grad_enabled():
-            return self._fused_copy()(x)
-        return run_stages(x.contiguous(memory_format=self.memory_format), self.stem,
-                          self.stages, {i: getattr(self, f'norm{i}') for i in self.out_indices})
+        x = self.stem(x.contiguous(memory_format=self.memory_format))
+        outs = []
+        for i in range(max(self.out_indices) + 1):  # no stage after the last output
+            x = self.stages[i](x)
+            if i in self.out_indices:
+                outs.append(getattr(self, f'norm{i}')(x))
+        return tuple(outs)
 
-    def _fused_copy(self) -> nn.Module:
-        """The fused inference copy of the current weights: the cached one unless a tensor
-        it was built from changed in place since (the other changes drop the cache)."""
-        cache = self._fused_cache
-        if cache is None or sum(t._version for t in cache.sources) != cache.version_sum:
-            sources = (*self.parameters(), *self.buffers())
-            # Built outside inference mode so that its tensors are ordinary ones.
-            with torch.inference_mode(False):
-                fused = fuse_for_inference(self, memory_format=self.memory_format)
-            cache = _FusedCopy(fused, sources, sum(t._version for t in sources))
-            self._fused_cache = cache
-        return cache.module
-
-    def _load_from_state_dict(self, *args, **kwargs) -> None:
-        self._fused_cache = None  # also when loading with assign=True, which swaps tensors
-        super()._load_from_state_dict(*args, **kwargs)
-
-    def _apply(self, *args, **kwargs) -> 'InceptionNeXt':
-        self._fused_cache = None  # .to(), .half(), .cuda(): the copy has the old dtype/device
-        return super()._apply(*args, **kwargs)
+    def switch_to_deploy(self) -> 'InceptionNeXt':
+        """Fold, in place, every BatchNorm that follows a convolution or precedes a 1x1 one
+        (the stem's, each block's) and every layer scale into those convolutions, for
+        inference: the eval-mode outputs stay the same (to 1e-5 in fp32, tested), with two
+        passes over each block's output fewer. The downsampling and output norms stay (a
+        norm before a padded conv cannot fold exactly), as do norms without running
+        statistics. The model is inference-only afterwards: ``train()`` refuses it.
+        Returns the model, in eval mode."""
+        if not self.deployed:
+            if fold_norm_after_conv(self.stem[0], self.stem[1]):
+                self.stem[1] = nn.Identity()
+            for stage in self.stages:
+                for block in stage.blocks:
+                    block.switch_to_deploy()
+            self.deployed = True
+        return self.eval()
 
     def _freeze_stages(self) -> None:
         if self.frozen_stages == 0:
@@ -459,9 +436,12 @@ class InceptionNeXt(BaseModule):
                 param.requires_grad = False
 
     def train(self, mode: bool = True) -> 'InceptionNeXt':
+        if mode and self.deployed:
+            raise RuntimeError(
+                f'InceptionNeXt-{self.arch_name} was switched to deploy mode (its BatchNorms '
+                'and layer scales are folded into the convolutions) and cannot train; build '
+                'the model again and load the checkpoint to train it')
         super().train(mode)
-        # eval() too: it is the refresh for writes through .data, which no version counts
-        self._fused_cache = None
         self._freeze_stages()
         if mode and self.norm_eval:
             for module in self.modules():
