@@ -33,9 +33,9 @@ test-legacy: setup-legacy
 	$(LEGACY_PY) -m pytest tests -q -m "not current_stack_only"
 
 # mmdeploy's export and its ONNX Runtime backend and SDK against PyTorch (the other stacks
-# skip tests/test_mmdeploy.py: they have no mmdeploy).
+# skip tests/test_deploy/test_mmdeploy.py: they have no mmdeploy).
 test-mmdeploy: setup-mmdeploy
-	$(MMDEPLOY_PY) -m pytest tests/test_mmdeploy.py -q
+	$(MMDEPLOY_PY) -m pytest tests/test_deploy/test_mmdeploy.py -q
 
 demo: setup
 	$(PY) tools/run_demo.py

@@ -1,16 +1,17 @@
 """InceptionNeXt backbones for MMSegmentation.
 
-Importing this package (directly or through ``custom_imports``) registers the
-``InceptionNeXt`` backbone in ``mmseg.registry.MODELS``, the hooks of :mod:`.hooks`, the
-pipeline wrapper of :mod:`.transforms` and the lr-decay optimizer constructor of
-:mod:`.layer_decay`, and changes nothing else. :mod:`.stack_fixes` (imported by our configs
-and tools) turns on safe checkpoint reading and atomic checkpoint writes for mmengine.
+Importing this package (directly or through ``custom_imports``) registers, and changes
+nothing else: the ``InceptionNeXt`` backbone (:mod:`.models`), the training hooks
+(:mod:`.engine.hooks`), the lr-decay optimizer constructor (:mod:`.engine.optimizers`) and
+the pipeline wrapper ``NameFilesOnError`` (:mod:`.datasets`). :mod:`.utils.stack_fixes`
+(imported by our configs and tools) turns on safe checkpoint reading and atomic checkpoint
+writes for mmengine; :mod:`.deploy` holds the ONNX export and runtimes, and
+:mod:`.runner` what the command-line tools share.
 """
-from . import hooks, transforms  # noqa: F401  (registers the hooks and NameFilesOnError)
-from . import layer_decay  # noqa: F401  (registers InceptionNeXtLayerDecayOptimizerConstructor)
-from .checkpoint_safety import CheckpointError
+from . import datasets, engine  # noqa: F401  (registers the hooks, constructor, transform)
 from .models import InceptionNeXt
-from .weights import RELEASE_URLS
+from .models.backbones.weights import RELEASE_URLS
+from .utils.checkpoint_safety import CheckpointError
 
 __version__ = '0.1.0'
 __all__ = ['InceptionNeXt', 'RELEASE_URLS', 'CheckpointError', '__version__']

@@ -45,7 +45,7 @@ def tiles(monkeypatch):
 @pytest.fixture(scope='session')
 def tiny_ade20k(tmp_path_factory):
     """Varied image sizes, every label value 0..150 present somewhere, 6 train / 3 val."""
-    from mmseg_incnext.synthetic_data import make_synthetic_ade20k
+    from mmseg_incnext.datasets.synthetic import make_synthetic_ade20k
     root = tmp_path_factory.mktemp('ade') / 'ADEChallengeData2016'
     return str(make_synthetic_ade20k(str(root), num_train=6, num_val=3,
                                      sizes=((70, 90), (96, 64), (81, 81)), extra_labels=True))

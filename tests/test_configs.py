@@ -7,8 +7,8 @@ from mmengine.registry import init_default_scope
 
 import mmseg_incnext  # noqa: F401
 from mmseg.registry import MODELS
-from mmseg_incnext.complexity import PAPER_MODEL_SIZES, count_params_and_macs
-from mmseg_incnext.weights import RELEASE_URLS, release_url
+from mmseg_incnext.runner.complexity import PAPER_MODEL_SIZES, count_params_and_macs
+from mmseg_incnext.models.backbones.weights import RELEASE_URLS, release_url
 from tests.helpers import REPO_ROOT
 
 ARCHS = {'t': 'tiny', 's': 'small', 'b': 'base'}
@@ -34,7 +34,7 @@ def test_recipe_matches_paper(name):
     cfg = load(name)
     size = name.split('_')[1]
     backbone = cfg.model.backbone
-    assert cfg.custom_imports['imports'] == ['mmseg_incnext', 'mmseg_incnext.stack_fixes']
+    assert cfg.custom_imports['imports'] == ['mmseg_incnext', 'mmseg_incnext.utils.stack_fixes']
     assert backbone.type == 'InceptionNeXt' and backbone.arch == ARCHS[size]
     assert backbone.init_cfg == dict(type='Pretrained',
                                      checkpoint=f'inceptionnext://{ARCHS[size]}')

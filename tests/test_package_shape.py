@@ -62,3 +62,45 @@ def test_no_import_cycles():
         if name not in state:
             visit(name, [name])
     assert 'mmseg_incnext.models.backbones.inceptionnext' in graph  # the walk found the model
+
+
+# Which of the package's folders each folder may import, as mmseg's own layers: utils at the
+# bottom, the model above it, training and data beside the model, deployment on top of the
+# model (int8 calibration reads datasets), and the tools' runner on top of everything. The package root only registers.
+ALLOWED = {
+    'utils': {'utils'},
+    'models': {'models', 'utils'},
+    'engine': {'engine', 'models', 'utils'},
+    'datasets': {'datasets', 'utils'},
+    'deploy': {'deploy', 'models', 'datasets', 'utils'},
+    'runner': {'runner', 'deploy', 'datasets', 'engine', 'models', 'utils'},
+}
+
+
+def test_folders_import_each_other_in_one_direction():
+    modules = {name: (path, is_package) for name, path, is_package in module_files()}
+    folders = {name.split('.')[1] for name in modules if name.count('.') >= 1}
+    assert folders == set(ALLOWED), 'a folder was added or removed: update ALLOWED'
+    wrong = []
+    for name, (path, is_package) in modules.items():
+        if name == PACKAGE:
+            continue
+        folder = name.split('.')[1]
+        for dep in imported_modules(name, path, is_package, modules):
+            parts = dep.split('.')
+            if len(parts) > 1 and parts[1] not in ALLOWED[folder]:
+                wrong.append(f'{name} imports {dep}')
+    assert not wrong, wrong
+
+
+def test_importing_the_package_only_registers():
+    import subprocess
+    import sys
+    code = ('import sys, mmseg_incnext; print(sorted(m for m in sys.modules '
+            'if m.startswith("mmseg_incnext.")))')
+    loaded = eval(subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                                 check=True, cwd=REPO_ROOT).stdout)
+    assert not [m for m in loaded if m.startswith(('mmseg_incnext.runner',
+                                                  'mmseg_incnext.deploy',
+                                                  'mmseg_incnext.utils.stack_fixes'))], loaded
+    assert 'mmseg_incnext.engine.hooks.training_hooks' in loaded

@@ -11,7 +11,7 @@ Each table gives ratios against its references (timm's InceptionNeXt, ConvNeXt-T
 control pair (two copies of the same model) shows the noise; with ``--max-control-gap``
 a run whose pair ran further apart is measured again and does not count. The first line
 names the machine as torch reports it (version, CPU capability, oneDNN, threads).
-The work is done by :mod:`mmseg_incnext.benchmark`, one module per concern.
+The work is done by :mod:`mmseg_incnext.runner.benchmark`, one module per concern.
 
 Examples::
 
@@ -34,7 +34,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
-from mmseg_incnext.benchmark.cli import main  # noqa: E402  (after the checkout is on the path)
+from mmseg_incnext.runner.benchmark.cli import main  # noqa: E402  (after the checkout is on the path)
 
 if __name__ == '__main__':
     main()

@@ -22,12 +22,12 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
-import mmseg_incnext.stack_fixes  # noqa: F401,E402  (safe checkpoint reading)
+import mmseg_incnext.utils.stack_fixes  # noqa: F401,E402  (safe checkpoint reading)
 from mmseg_incnext.deploy.mask2former_export import exportable  # noqa: E402
 from mmseg_incnext.deploy.onnx_export import (  # noqa: E402
     OUTPUTS, ExportMismatchError, describe,
     export_onnx)
-from mmseg_incnext.device_adaptation import replace_sync_bn  # noqa: E402
+from mmseg_incnext.runner.device import replace_sync_bn  # noqa: E402
 
 
 def main():

@@ -14,7 +14,7 @@ import os
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
-from mmseg_incnext.complexity import PAPER_MODEL_SIZES, count_params_and_macs
+from mmseg_incnext.runner.complexity import PAPER_MODEL_SIZES, count_params_and_macs
 
 CONFIG_ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                            'configs')

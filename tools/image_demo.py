@@ -18,8 +18,8 @@ import torch
 from mmengine.config import ConfigDict
 from mmengine.utils import ProgressBar
 
-import mmseg_incnext.stack_fixes  # noqa: F401  (safe checkpoint reading, atomic writes)
-from mmseg_incnext.visualization import IMAGE_EXTENSIONS, ImageReadError, read_image, \
+import mmseg_incnext.utils.stack_fixes  # noqa: F401  (safe checkpoint reading, atomic writes)
+from mmseg_incnext.runner.visualization import IMAGE_EXTENSIONS, ImageReadError, read_image, \
     save_prediction
 
 SLIDE_TEST_CFG = ConfigDict(mode='slide', crop_size=(512, 512), stride=(341, 341))

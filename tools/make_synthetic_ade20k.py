@@ -1,10 +1,10 @@
-"""Write a small synthetic dataset in mmseg's ADE20K layout (see mmseg_incnext.synthetic_data).
+"""Write a small synthetic dataset in mmseg's ADE20K layout (see mmseg_incnext.datasets.synthetic).
 
     python tools/make_synthetic_ade20k.py data/synthetic_ade --train 40 --val 10 [--hard]
 """
 import argparse
 
-from mmseg_incnext.synthetic_data import make_synthetic_ade20k
+from mmseg_incnext.datasets.synthetic import make_synthetic_ade20k
 
 
 def main():

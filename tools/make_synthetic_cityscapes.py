@@ -4,7 +4,7 @@
     python tools/prepare_cityscapes.py data/synthetic_cityscapes_raw --out data/cityscapes \
         --any-counts
 
-(see mmseg_incnext.synthetic_data; without ``--any-counts`` the prepare step converts, then
+(see mmseg_incnext.datasets.synthetic; without ``--any-counts`` the prepare step converts, then
 fails because the counts are not the official ones.)
 """
 import argparse
@@ -14,7 +14,7 @@ import sys
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
-from mmseg_incnext.synthetic_data import (make_synthetic_cityscapes,  # noqa: E402
+from mmseg_incnext.datasets.synthetic import (make_synthetic_cityscapes,  # noqa: E402
                                           zip_synthetic_cityscapes)
 
 

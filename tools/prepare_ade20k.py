@@ -13,7 +13,7 @@ import zipfile
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
-from mmseg_incnext.data_check import SplitSpec, scan_split  # noqa: E402
+from mmseg_incnext.datasets.data_check import SplitSpec, scan_split  # noqa: E402
 
 EXPECTED = {'training': 20210, 'validation': 2000}
 NUM_CLASSES = 150  # annotation values 0 (unlabelled) .. 150

@@ -25,7 +25,7 @@ if REPO_ROOT not in sys.path:
 
 from mmengine.config import Config, DictAction  # noqa: E402
 
-import mmseg_incnext.stack_fixes  # noqa: F401,E402  (atomic writes, like every tool)
+import mmseg_incnext.utils.stack_fixes  # noqa: F401,E402  (atomic writes, like every tool)
 from mmseg_incnext.deploy.quantize import (  # noqa: E402
     CALIB_IMAGES, CALIBRATION_METHODS, FLOAT_PARTS, MIN_AGREEMENT, QUANT_FORMATS, VAL_IMAGES,
     Int8Scheme, QuantizationError, describe_mious, quantize_onnx)

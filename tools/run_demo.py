@@ -21,10 +21,10 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 from PIL import Image
 
-import mmseg_incnext.stack_fixes  # noqa: F401  (safe checkpoint reading, atomic writes)
-from mmseg_incnext.device_adaptation import adapt_to_device
-from mmseg_incnext.synthetic_data import make_synthetic_ade20k
-from mmseg_incnext.visualization import read_image, save_prediction
+import mmseg_incnext.utils.stack_fixes  # noqa: F401  (safe checkpoint reading, atomic writes)
+from mmseg_incnext.runner.device import adapt_to_device
+from mmseg_incnext.datasets.synthetic import make_synthetic_ade20k
+from mmseg_incnext.runner.visualization import read_image, save_prediction
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO_CONFIG = os.path.join(REPO_ROOT, 'configs', 'demo', 'incnext_atto_fpn_synthetic.py')

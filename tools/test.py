@@ -12,12 +12,12 @@ import os
 
 from mmengine.runner import Runner
 
-import mmseg_incnext.stack_fixes  # noqa: F401  (safe checkpoint reading, atomic writes)
-from mmseg_incnext.pipeline_errors import name_files_on_error
-from mmseg_incnext.process_group import finish_distributed, init_distributed
-from mmseg_incnext.run_arguments import add_run_arguments, parse_run_args
-from mmseg_incnext.run_config import load_run_config
-from mmseg_incnext.run_data_check import check_data
+import mmseg_incnext.utils.stack_fixes  # noqa: F401  (safe checkpoint reading, atomic writes)
+from mmseg_incnext.runner.pipeline_errors import name_files_on_error
+from mmseg_incnext.runner.process_group import finish_distributed, init_distributed
+from mmseg_incnext.runner.arguments import add_run_arguments, parse_run_args
+from mmseg_incnext.runner.config import load_run_config
+from mmseg_incnext.datasets.config_check import check_data
 
 
 def parse_args():

@@ -16,14 +16,14 @@ from mmengine.logging import print_log
 from mmengine.runner import Runner
 
 from mmseg.registry import RUNNERS
-import mmseg_incnext.stack_fixes  # noqa: F401  (safe checkpoint reading, atomic writes)
-from mmseg_incnext.checkpoint_safety import CheckpointError
-from mmseg_incnext.pipeline_errors import data_failure_message, name_files_on_error
-from mmseg_incnext.process_group import finish_distributed, init_distributed
-from mmseg_incnext.run_arguments import add_run_arguments, parse_run_args
-from mmseg_incnext.run_config import load_run_config
-from mmseg_incnext.run_data_check import check_data
-from mmseg_incnext.transforms import DataReadError
+import mmseg_incnext.utils.stack_fixes  # noqa: F401  (safe checkpoint reading, atomic writes)
+from mmseg_incnext.utils.checkpoint_safety import CheckpointError
+from mmseg_incnext.runner.pipeline_errors import data_failure_message, name_files_on_error
+from mmseg_incnext.runner.process_group import finish_distributed, init_distributed
+from mmseg_incnext.runner.arguments import add_run_arguments, parse_run_args
+from mmseg_incnext.runner.config import load_run_config
+from mmseg_incnext.datasets.config_check import check_data
+from mmseg_incnext.datasets.transforms import DataReadError
 
 
 def parse_args():
@@ -61,7 +61,7 @@ def main():
     cfg.resume = args.resume
     if args.resume and cfg.get('load_from') is None:
         # mmengine trusts `last_checkpoint`; prefer the newest checkpoint that is complete.
-        from mmseg_incnext.checkpoint_io import latest_complete_checkpoint
+        from mmseg_incnext.utils.checkpoint_io import latest_complete_checkpoint
         cfg.load_from = latest_complete_checkpoint(cfg.work_dir)
     name_files_on_error(cfg, ['train_dataloader', 'val_dataloader'])
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)

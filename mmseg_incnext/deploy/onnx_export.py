@@ -20,8 +20,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmseg.models.utils import Upsample as MMSegUpsample
 
-from mmseg_incnext.atomic_files import atomic_output
-from mmseg_incnext.compat import onnx_export
+from mmseg_incnext.utils.atomic_files import atomic_output
+from mmseg_incnext.utils.compat import onnx_export
 from mmseg_incnext.models.backbones.inceptionnext import InceptionNeXt
 
 OUTPUTS = ('logits', 'labels')

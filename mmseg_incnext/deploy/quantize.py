@@ -22,11 +22,11 @@ import torch
 from mmengine.config import Config
 from mmengine.dataset import pseudo_collate
 
-from mmseg_incnext.atomic_files import atomic_output
+from mmseg_incnext.utils.atomic_files import atomic_output
 from mmseg_incnext.deploy.onnx_runtime import OnnxRuntimeSegmentor, onnx_model_cfg, \
     ort_session
-from mmseg_incnext.run_config import dataloader_datasets
-from mmseg_incnext.run_data_check import check_data
+from mmseg_incnext.datasets.config_check import dataloader_datasets
+from mmseg_incnext.datasets.config_check import check_data
 
 CALIBRATION_METHODS = ('minmax', 'entropy', 'percentile')
 # quantize_onnx's and tools/quantize_onnx.py's defaults (docs/deploy.md says why 0.95)

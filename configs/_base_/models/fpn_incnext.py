@@ -1,7 +1,7 @@
 # Semantic FPN with an InceptionNeXt backbone, on mmseg's FPN base (as PoolFormer's).
 _base_ = ['mmseg::_base_/models/fpn_r50.py']
 
-custom_imports = dict(imports=['mmseg_incnext', 'mmseg_incnext.stack_fixes'],
+custom_imports = dict(imports=['mmseg_incnext', 'mmseg_incnext.utils.stack_fixes'],
                       allow_failed_imports=False)
 norm_cfg = dict(type='SyncBN', requires_grad=True)
 model = dict(

@@ -2,7 +2,7 @@
 # come from mmseg's Swin UperNet base, as the paper follows Swin's UperNet setup.
 _base_ = ['mmseg::_base_/models/upernet_swin.py']
 
-custom_imports = dict(imports=['mmseg_incnext', 'mmseg_incnext.stack_fixes'],
+custom_imports = dict(imports=['mmseg_incnext', 'mmseg_incnext.utils.stack_fixes'],
                       allow_failed_imports=False)
 norm_cfg = dict(type='SyncBN', requires_grad=True)
 model = dict(

@@ -4,7 +4,7 @@ A plain module graph in the shape of timm's ``inception_next.py``: every layer t
 parameter runs through its module's ``forward``, in every mode, so forward hooks, hook-based
 counters (thop, ptflops, torchinfo) and ``torch.fx`` see the whole network. Parameter names
 follow the released ImageNet checkpoints (and timm's ``inception_next_*``), so the weights
-load by exact key match; see :mod:`mmseg_incnext.weights`. Folding the BatchNorms and layer
+load by exact key match; see :mod:`mmseg_incnext.models.backbones.weights`. Folding the BatchNorms and layer
 scales into the convolutions is an explicit deploy step, :meth:`InceptionNeXt.switch_to_deploy`.
 """
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -21,8 +21,8 @@ from mmengine.model.weight_init import trunc_normal_
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmseg.registry import MODELS
-from mmseg_incnext.arch import ARCH_DEFAULTS, ARCH_SETTINGS
-from mmseg_incnext.weights import load_pretrained
+from mmseg_incnext.models.backbones.arch import ARCH_DEFAULTS, ARCH_SETTINGS
+from mmseg_incnext.models.backbones.weights import load_pretrained
 from .fusion import fold_norm_after_conv, fold_norm_before_pointwise_conv, fold_scale_into_conv
 
 
@@ -242,7 +242,7 @@ class InceptionNeXt(BaseModule):
             format, the faster one for these convolutions. Defaults to True.
         init_cfg (dict | list | None): ``dict(type='Pretrained', checkpoint=...)`` loads a
             released ``.pth``, a timm ``.safetensors``, an mmseg segmentor checkpoint or a
-            URL (see :mod:`mmseg_incnext.weights`); otherwise truncated-normal init.
+            URL (see :mod:`mmseg_incnext.models.backbones.weights`); otherwise truncated-normal init.
 
     Outputs:
         A tuple of NCHW feature maps, one per entry of ``out_indices``, at strides
@@ -355,7 +355,7 @@ class InceptionNeXt(BaseModule):
 
     def init_weights(self) -> None:
         """Initialise as mmengine does: the ``init_cfg`` entries other than ``Pretrained``
-        first, then the ``Pretrained`` one, read by :func:`~mmseg_incnext.weights.
+        first, then the ``Pretrained`` one, read by :func:`~mmseg_incnext.models.backbones.weights.
         load_pretrained` (any checkpoint format, exact key matching, its own errors) with
         ``PretrainedInit``'s options ``prefix`` and ``map_location``. Without ``init_cfg``:
         truncated-normal convolutions, as the reference."""

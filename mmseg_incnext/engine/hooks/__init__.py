@@ -1,0 +1,3 @@
+from .training_hooks import NonFiniteLossHook, ResumeRandomStateHook, ResumeSameModelHook
+
+__all__ = ['NonFiniteLossHook', 'ResumeRandomStateHook', 'ResumeSameModelHook']

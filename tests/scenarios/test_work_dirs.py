@@ -1,0 +1,175 @@
+"""Each config has its own work dir under our tools and mmseg's, and --resume refuses a
+checkpoint that another model wrote (mmseg_incnext.engine.hooks.training_hooks.ResumeSameModelHook)."""
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.runner import Runner
+
+from mmseg_incnext.utils.checkpoint_safety import CheckpointError, UnsafeCheckpointError, safe_torch_load
+from mmseg_incnext.runner.complexity import PAPER_MODEL_SIZES
+from tests.helpers import HUNG_AFTER_S, MMSEG_TOOLS, REPO_ROOT, write_tiny_config
+
+TRAIN_TOOLS = {'ours': os.path.join(REPO_ROOT, 'tools', 'train.py'),
+               'mmseg': os.path.join(MMSEG_TOOLS, 'train.py')}
+# Every training config (mmdeploy's deploy configs under configs/deploy/ are not ones).
+SHIPPED = sorted(os.path.relpath(path, REPO_ROOT) for path in
+                 glob.glob(os.path.join(REPO_ROOT, 'configs', '*', '*.py'))
+                 if os.path.basename(os.path.dirname(path)) not in ('_base_', 'deploy'))
+FPN, UPERNET = 'configs/fpn/incnext_t_ade20k.py', 'configs/upernet/incnext_t_ade20k.py'
+
+# Runs a train.py's main() once per command line, in one process; the model type named
+# NotAModel stops each run in the Runner right after it made its work dir.
+DRIVER = '''
+import json, os, runpy, sys
+tool = sys.argv[1]
+sys.path.insert(0, os.path.dirname(tool))  # as `python tool` has it
+for args in json.loads(sys.argv[2]):
+    sys.argv = [tool, *args, '--cfg-options', 'model.type=NotAModel']
+    try:
+        runpy.run_path(tool, run_name='__main__')
+    except KeyError as err:
+        assert 'NotAModel' in str(err), err
+    else:
+        raise AssertionError(f'{args} did not reach the model')
+'''
+
+
+def run(args, cwd=REPO_ROOT, check=True):
+    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=HUNG_AFTER_S,
+                            env={**os.environ, 'PYTHONPATH': REPO_ROOT})
+    output = result.stdout + result.stderr
+    if check:
+        assert result.returncode == 0, output[-4000:]
+    return result.returncode, output
+
+
+def test_shipped_configs_are_found():
+    paper = {os.path.join('configs', *name.split('/')) for name in PAPER_MODEL_SIZES}
+    assert paper <= set(SHIPPED) and 'configs/demo/incnext_atto_fpn_synthetic.py' in SHIPPED, \
+        SHIPPED
+
+
+@pytest.mark.parametrize('tool', sorted(TRAIN_TOOLS))
+def test_each_config_has_its_own_work_dir(tmp_path, tool):
+    """The real train.py decides: ``work_dirs/<config folder>_<config name>`` for each
+    shipped config, and --work-dir before it."""
+    extra = ['--skip-data-check'] if tool == 'ours' else []
+    commands = [[os.path.join(REPO_ROOT, config), *extra] for config in SHIPPED]
+    commands.append([os.path.join(REPO_ROOT, UPERNET), *extra, '--work-dir', 'chosen'])
+    run([sys.executable, '-c', DRIVER, TRAIN_TOOLS[tool], json.dumps(commands)], cwd=tmp_path)
+    expected = {'_'.join(config[:-len('.py')].split(os.sep)[1:]) for config in SHIPPED}
+    assert len(expected) == len(SHIPPED)
+    assert set(os.listdir(tmp_path / 'work_dirs')) == expected
+    assert os.path.isdir(tmp_path / 'chosen')
+
+
+def tiny(folder, base, tiny_ade20k, weights):
+    os.makedirs(folder, exist_ok=True)
+    return write_tiny_config(str(folder), base, tiny_ade20k, weights)
+
+
+@pytest.fixture(scope='module')
+def fpn_run(tmp_path_factory, tiny_ade20k, released_weights):
+    """A tiny FPN-T trained 2 iterations by tools/train.py into a work dir."""
+    root = tmp_path_factory.mktemp('fpn_run')
+    config = tiny(root / 'fpn', FPN, tiny_ade20k, released_weights('tiny'))
+    work = root / 'work'
+    run([sys.executable, 'tools/train.py', config, '--work-dir', str(work)])
+    return config, work
+
+
+def checkpoints(folder):
+    """The checkpoints and the last_checkpoint pointer of a work dir, with their bytes. (A
+    refused run, like any, still adds its log folder and dumps its config there: mmengine's
+    Runner writes them when it is built, before any hook runs.)"""
+    paths = glob.glob(os.path.join(folder, '*.pth')) + [os.path.join(folder, 'last_checkpoint')]
+    return {path: open(path, 'rb').read() for path in paths}
+
+
+@pytest.mark.parametrize('tool', sorted(TRAIN_TOOLS))
+def test_resume_of_another_model_stops_naming_both(tmp_path, fpn_run, tiny_ade20k,
+                                                   released_weights, tool):
+    fpn_config, work = fpn_run
+    # The same file name as the FPN's: the message must tell them apart by path.
+    upernet_config = tiny(tmp_path / 'upernet', UPERNET, tiny_ade20k, released_weights('tiny'))
+    assert os.path.basename(upernet_config) == os.path.basename(fpn_config)
+    before = checkpoints(work)
+    code, out = run([sys.executable, TRAIN_TOOLS[tool], upernet_config, '--work-dir', str(work),
+                     '--resume'], check=False)
+    assert code != 0
+    assert f'--resume refused: {work / "iter_2.pth"} was written by another model' in out, \
+        out[-4000:]
+    assert f'written by: {fpn_config} (EncoderDecoder: backbone InceptionNeXt-tiny, neck FPN,' \
+        in out
+    assert f'this run:   {upernet_config} (EncoderDecoder: backbone InceptionNeXt-tiny, ' \
+        'decode_head UPerHead (150 classes), auxiliary_head FCNHead (150 classes))' in out
+    assert f'work dir:   {work}' in out and 'Pass --work-dir' in out and 'drop --resume' in out
+    assert 'resumed epoch' not in out and 'Iter(train)' not in out
+    assert checkpoints(work) == before
+
+
+def test_refused_before_any_weight_is_copied(tmp_path, fpn_run, tiny_ade20k, released_weights):
+    """Through mmengine's Runner.resume, with a checkpoint that has no record of its config
+    (as one written without the hook): the run is named by mmengine's run name."""
+    _, work = fpn_run
+    checkpoint = safe_torch_load(str(work / 'iter_2.pth'))
+    del checkpoint['meta']['written_by']
+    unrecorded = str(tmp_path / 'unrecorded.pth')
+    torch.save(checkpoint, unrecorded)
+
+    cfg = Config.fromfile(tiny(tmp_path / 'upernet', UPERNET, tiny_ade20k,
+                               released_weights('tiny')))
+    cfg.work_dir, cfg.resume, cfg.load_from = str(tmp_path / 'work'), True, unrecorded
+    runner = Runner.from_cfg(cfg)
+    weights = {k: v.clone() for k, v in runner.model.state_dict().items()}
+    run_name = checkpoint['meta']['experiment_name']
+    assert run_name.startswith('tiny_incnext_t_ade20k_')
+    with pytest.raises(CheckpointError, match=f"written by: run '{run_name}'"):
+        runner.resume(unrecorded)
+    state = runner.model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in weights.items())
+
+
+def test_resume_refuses_a_config_mmengine_would_execute(tmp_path, fpn_run):
+    """Runner.resume runs meta['config'] through Config.fromstring: refused before that."""
+    fpn_config, work = fpn_run
+    checkpoint = safe_torch_load(str(work / 'iter_2.pth'))
+    marker = tmp_path / 'EXECUTED'
+    checkpoint['meta']['config'] = f"x = open({str(marker)!r}, 'w').write('ran')"
+    crafted = str(tmp_path / 'crafted.pth')
+    torch.save(checkpoint, crafted)
+    cfg = Config.fromfile(fpn_config)
+    cfg.work_dir, cfg.resume, cfg.load_from = str(tmp_path / 'work'), True, crafted
+    cfg.visualizer.name = f'visualizer_{tmp_path.name}'  # not the instance an earlier test made
+    runner = Runner.from_cfg(cfg)
+    with pytest.raises(UnsafeCheckpointError, match=r'holds meta\["config"\]'):
+        runner.resume(crafted)
+    assert not marker.exists()
+
+
+def test_same_model_resumes_from_another_config_file(tmp_path, fpn_run, tiny_ade20k,
+                                                     released_weights):
+    """Another path, another init checkpoint: still the same model, so it resumes."""
+    fpn_config, work = fpn_run
+    resumed_work = tmp_path / 'work'
+    shutil.copytree(work, resumed_work)
+    (resumed_work / 'last_checkpoint').write_text(str(resumed_work / 'iter_2.pth'))
+    copy = tmp_path / 'copy' / os.path.basename(fpn_config)
+    copy.parent.mkdir()
+    shutil.copy(fpn_config, copy)
+    init = tmp_path / 'init.pth'
+    shutil.copy(released_weights('tiny'), init)
+    _, out = run([sys.executable, 'tools/train.py', str(copy), '--work-dir', str(resumed_work),
+                  '--resume', '--cfg-options', 'train_cfg.max_iters=3',
+                  'train_cfg.val_interval=3', 'default_hooks.checkpoint.interval=3',
+                  f'model.backbone.init_cfg.checkpoint={init}'])
+    assert 'resumed epoch: 0, iter: 2' in out and 'Iter(train) [3/3]' in out
+    meta = safe_torch_load(str(resumed_work / 'iter_3.pth'))['meta']
+    assert meta['written_by']['config'] == str(copy)
