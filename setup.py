@@ -22,7 +22,10 @@ setup(
     ],
     extras_require={
         'tests': ['pytest', 'timm>=1.0', 'mmpretrain==1.2.0', 'onnx', 'onnxruntime',
-                  'thop', 'ptflops', 'torchinfo'],  # the FLOP counters users run
+                  'thop', 'ptflops', 'torchinfo',  # the FLOP counters users run
+                  'cityscapesscripts'],
+        # tools/prepare_cityscapes.py: the official label table (as mmseg's converter)
+        'cityscapes': ['cityscapesscripts'],
         # the reference implementation and mmseg's ConvNeXt peer, compared against
         'benchmark': ['timm>=1.0', 'mmpretrain==1.2.0'],
         'mmpretrain': ['mmpretrain==1.2.0'],

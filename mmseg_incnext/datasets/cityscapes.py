@@ -1,66 +1,26 @@
-"""The Cityscapes label table and the label-id to train-id conversion.
+"""The label-id to train-id conversion of Cityscapes, from the official label table.
 
 The official annotations (``*_gtFine_labelIds.png``) hold the 34 label ids 0..33; mmseg's
 ``CityscapesDataset`` reads train ids (``*_gtFine_labelTrainIds.png``): the 19 evaluated
-classes as 0..18 and every other label as 255, the ignore index. The table is the one of
-the Cityscapes benchmark (cityscapesScripts' ``labels.py``, Cordts et al. 2016), written
-here as data. Its ``license plate`` entry has id -1 and never appears in an image.
+classes as 0..18 and every other label as 255, the ignore index. The table is
+cityscapesScripts' ``helpers.labels`` (the package mmseg's own converter uses; ``pip
+install -e .[cityscapes]``). Its ``license plate`` entry has id -1 and never appears in an
+image. Ours is only the check that refuses values that are no label id.
 """
-from typing import Dict, NamedTuple, Tuple
-
 import numpy as np
 
+try:
+    from cityscapesscripts.helpers.labels import labels as LABELS
+except ImportError as err:  # an optional dependency: only Cityscapes preparation needs it
+    raise ImportError('Cityscapes preparation needs cityscapesScripts: pip install -e '
+                      '.[cityscapes] (or pip install cityscapesscripts)') from err
+
 IGNORE = 255
-
-
-class Label(NamedTuple):
-    name: str
-    id: int
-    train_id: int  # 255: not evaluated
-
-
-LABELS: Tuple[Label, ...] = (
-    Label('unlabeled', 0, IGNORE),
-    Label('ego vehicle', 1, IGNORE),
-    Label('rectification border', 2, IGNORE),
-    Label('out of roi', 3, IGNORE),
-    Label('static', 4, IGNORE),
-    Label('dynamic', 5, IGNORE),
-    Label('ground', 6, IGNORE),
-    Label('road', 7, 0),
-    Label('sidewalk', 8, 1),
-    Label('parking', 9, IGNORE),
-    Label('rail track', 10, IGNORE),
-    Label('building', 11, 2),
-    Label('wall', 12, 3),
-    Label('fence', 13, 4),
-    Label('guard rail', 14, IGNORE),
-    Label('bridge', 15, IGNORE),
-    Label('tunnel', 16, IGNORE),
-    Label('pole', 17, 5),
-    Label('polegroup', 18, IGNORE),
-    Label('traffic light', 19, 6),
-    Label('traffic sign', 20, 7),
-    Label('vegetation', 21, 8),
-    Label('terrain', 22, 9),
-    Label('sky', 23, 10),
-    Label('person', 24, 11),
-    Label('rider', 25, 12),
-    Label('car', 26, 13),
-    Label('truck', 27, 14),
-    Label('bus', 28, 15),
-    Label('caravan', 29, IGNORE),
-    Label('trailer', 30, IGNORE),
-    Label('train', 31, 16),
-    Label('motorcycle', 32, 17),
-    Label('bicycle', 33, 18),
-)
-NUM_CLASSES = 19
-ID_TO_TRAIN_ID: Dict[int, int] = {label.id: label.train_id for label in LABELS}
+ID_TO_TRAIN_ID = {label.id: label.trainId for label in LABELS if label.id >= 0}
 # The evaluated classes in train-id order (mmseg's CityscapesDataset.METAINFO['classes']).
-CLASSES: Tuple[str, ...] = tuple(
-    label.name for label in sorted(LABELS, key=lambda label: label.train_id)
-    if label.train_id != IGNORE)
+CLASSES = tuple(label.name for label in sorted(LABELS, key=lambda label: label.trainId)
+                if 0 <= label.trainId < IGNORE)
+NUM_CLASSES = len(CLASSES)
 
 _KNOWN = np.zeros(256, bool)
 _KNOWN[list(ID_TO_TRAIN_ID)] = True

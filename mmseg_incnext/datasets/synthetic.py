@@ -138,7 +138,7 @@ def make_synthetic_ade20k(root: str, num_train: int = 40, num_val: int = 10,
     return root
 
 
-# Cityscapes label ids (mmseg_incnext.datasets.cityscapes.LABELS) of the street scene's parts.
+# Cityscapes label ids (cityscapesScripts' table) of the street scene's parts.
 CS_SKY, CS_BUILDING, CS_ROAD, CS_SIDEWALK, CS_CAR, CS_PERSON, CS_POLE, CS_VEGETATION = (
     23, 11, 7, 8, 26, 24, 17, 21)
 CITYSCAPES_CITIES = {'train': ('aachen', 'bochum'), 'val': ('frankfurt', ), 'test': ('berlin', )}

@@ -13,7 +13,7 @@ from mmengine.config import Config
 from PIL import Image
 
 from mmseg_incnext.datasets import cityscapes_prep
-from mmseg_incnext.datasets.cityscapes import CLASSES, LABELS
+from mmseg_incnext.datasets.cityscapes import CLASSES, ID_TO_TRAIN_ID
 from mmseg_incnext.datasets.cityscapes_prep import (ArchiveContentsError, CityscapesLabelError,
                                            MissingArchiveError, OutputConflictError, convert)
 from mmseg_incnext.datasets.config_check import check_data, split_specs
@@ -69,8 +69,8 @@ def raw_pairs(raw, split):
 def test_label_table_is_the_benchmarks():
     from mmseg.datasets import CityscapesDataset
     assert CLASSES == CityscapesDataset.METAINFO['classes']
-    assert sorted(label.id for label in LABELS) == list(range(34))
-    assert {label.id: label.train_id for label in LABELS if label.train_id != 255} == TRAIN_IDS
+    assert sorted(ID_TO_TRAIN_ID) == list(range(34))
+    assert {i: t for i, t in ID_TO_TRAIN_ID.items() if t != 255} == TRAIN_IDS
 
 
 def test_archives_convert_to_the_exact_train_ids(raw, prepared):
