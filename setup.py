@@ -19,6 +19,9 @@ setup(
         'numpy',
         'Pillow',
         'safetensors',
+        # mmengine 0.10.7 imports pkg_resources (gone in setuptools 81, absent from a
+        # Python 3.12 venv) to resolve `mmseg::` config bases, without declaring it.
+        'setuptools<81',
     ],
     extras_require={
         'tests': ['pytest', 'timm>=1.0', 'mmpretrain==1.2.0', 'onnx', 'onnxruntime',

@@ -28,11 +28,9 @@ done
 EXTRAS='tests,mask2former'
 case "$STACK" in
     current)
-        PYTHON_VERSION=3.11
+        PYTHON_VERSION=3.12
         DEFAULT_VENV="$ROOT/.venv"
-        # `===`: the exact release, not the CPU-only `2.13.0+cpu` file some machines hold,
-        # with which PyPI's torchvision fails ("operator torchvision::nms does not exist").
-        TORCH_SPECS=('torch===2.13.0' 'torchvision===0.28.0')
+        TORCH_SPECS=('torch==2.15.0' 'torchvision==0.29.2')
         ;;
     legacy)
         PYTHON_VERSION=3.10
@@ -129,8 +127,20 @@ if [[ -z "$MMCV_WHEEL" ]]; then
     BUILD_LOG="$BUILD_TMP/build.log"
     # --no-build-isolation: compile against the torch installed above. --no-cache-dir: pip's
     # wheel cache is keyed by the sdist alone and would hand back a wheel built for another torch.
+    "${PIP[@]}" download -q --no-deps --no-build-isolation --no-binary :all: -d "$BUILD_TMP" \
+        "mmcv==$MMCV_VERSION"
+    tar -xzf "$BUILD_TMP"/mmcv-"$MMCV_VERSION".tar.gz -C "$BUILD_TMP"
+    MMCV_SRC="$BUILD_TMP/mmcv-$MMCV_VERSION"
+    # mmcv's setup.py passes -std=c++14/17; torch >= 2.14's headers need the newer standard
+    # that torch's own extension builder passes, so compile mmcv with that one.
+    TORCH_CXX_STD="$("$VENV/bin/python" -c 'import inspect, re, torch.utils.cpp_extension as e
+print(max(map(int, re.findall(r"-std=c\+\+(\d+)", inspect.getsource(e))), default=17))')"
+    if (( TORCH_CXX_STD > 17 )); then
+        echo "[setup $STACK] torch's headers need C++$TORCH_CXX_STD: building mmcv with -std=c++$TORCH_CXX_STD"
+        sed -i -E "s/-std=c\+\+1[47]/-std=c++$TORCH_CXX_STD/g" "$MMCV_SRC/setup.py"
+    fi
     MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" "${PIP[@]}" wheel -v --no-build-isolation \
-        --no-cache-dir --no-deps --no-binary mmcv -w "$BUILD_TMP" "mmcv==$MMCV_VERSION" \
+        --no-cache-dir --no-deps -w "$BUILD_TMP" "$MMCV_SRC" \
         >"$BUILD_LOG" 2>&1 &
     build_pid=$!
     while kill -0 "$build_pid" 2>/dev/null; do
