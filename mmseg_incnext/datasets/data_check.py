@@ -12,15 +12,14 @@ unchanged data.
 """
 import hashlib
 import json
-import multiprocessing
 import os
 import sys
 import warnings
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+from mmengine.utils import scandir, track_parallel_progress
 from PIL import Image
 
 # Bump when the checks change, so that cached verdicts of older checks are not trusted.
@@ -114,21 +113,12 @@ def _check_pair_args(args: Tuple[str, str, Optional[int]]) -> List[str]:
 
 def _listing(folder: str, suffix: str) -> Dict[str, Tuple[int, int]]:
     """stem -> (size, mtime_ns) of the files under ``folder`` ending in ``suffix``, the stem
-    relative to ``folder``: the files mmseg's ``BaseSegDataset`` reads (mmengine's recursive
-    listing: hidden files skipped, every subfolder entered)."""
+    relative to ``folder``: the files mmseg's ``BaseSegDataset`` lists (mmengine's
+    ``scandir``, recursive, hidden files skipped)."""
     out = {}
-    pending = [folder]
-    while pending:
-        current = pending.pop()
-        with os.scandir(current) as entries:
-            for entry in entries:
-                if not entry.name.startswith('.') and entry.is_file():
-                    if entry.name.endswith(suffix):
-                        stat = entry.stat()
-                        stem = os.path.relpath(entry.path, folder)[:-len(suffix)]
-                        out[stem] = (stat.st_size, stat.st_mtime_ns)
-                elif os.path.isdir(entry.path):
-                    pending.append(entry.path)
+    for name in scandir(folder, suffix, recursive=True):
+        stat = os.stat(os.path.join(folder, name))
+        out[name[:-len(suffix)]] = (stat.st_size, stat.st_mtime_ns)
     return out
 
 
@@ -147,14 +137,6 @@ def _verdict_key(spec: SplitSpec, images: dict, labels: dict) -> str:
         for stem in sorted(listing):
             digest.update(f'{stem}\0{listing[stem][0]}\0{listing[stem][1]}\n'.encode())
     return digest.hexdigest()
-
-
-def _progress(total: int):
-    """mmengine's progress bar on a terminal for long scans; otherwise nothing."""
-    if total < 1000 or not sys.stdout.isatty():
-        return None
-    from mmengine.utils import ProgressBar
-    return ProgressBar(total)
 
 
 def scan_split(spec: SplitSpec, workers: Optional[int] = None,
@@ -195,28 +177,16 @@ def scan_split(spec: SplitSpec, workers: Optional[int] = None,
 
 
 def _run_checks(jobs: Sequence[Tuple[str, str, Optional[int]]], workers: int) -> List[str]:
-    bar = _progress(len(jobs))
-    problems: List[str] = []
+    """The problems of every job: in ``workers`` processes with mmengine's progress bar
+    (shown on a terminal for 1000 files or more), or in this process for a few files."""
     if workers <= 1 or len(jobs) < 64:
         results = map(_check_pair_args, jobs)
-        executor = None
     else:
-        # fork: the workers need nothing re-imported (spawn would import torch and mmseg).
-        context = multiprocessing.get_context(
-            'fork' if 'fork' in multiprocessing.get_all_start_methods() else None)
-        executor = ProcessPoolExecutor(workers, mp_context=context)
-        results = executor.map(_check_pair_args, jobs, chunksize=32)
-    try:
-        for found in results:
-            problems.extend(found)
-            if bar is not None:
-                bar.update()
-    finally:
-        if executor is not None:
-            executor.shutdown()
-    if bar is not None:
-        sys.stdout.write('\n')
-    return problems
+        shown = len(jobs) >= 1000 and sys.stdout.isatty()
+        with open(os.devnull, 'w') as devnull:
+            results = track_parallel_progress(_check_pair_args, list(jobs), workers,
+                                              chunksize=32, file=sys.stdout if shown else devnull)
+    return [problem for found in results for problem in found]
 
 
 def _remember_clean(marker: str) -> None:

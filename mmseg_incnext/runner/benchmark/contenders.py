@@ -24,7 +24,8 @@ from mmseg_incnext.utils.compat import timm_stage_outputs
 if TYPE_CHECKING:
     from mmseg_incnext.deploy.quantize import Int8Scheme
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# The checkout this package runs from (the benchmark builds the segmentors of its configs/).
+REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), *[os.pardir] * 3))
 SEGMENTOR_BACKBONES = ('ours', 'ours, no output norms', 'timm', 'convnext')
 
 
