@@ -15,7 +15,7 @@ LAYERS = (nn.Conv2d, nn.BatchNorm2d, nn.GELU)
 
 
 def build(arch='atto', **kwargs):
-    return MODELS.build(dict(type='InceptionNeXt', arch=arch, out_norm_cfg=None, **kwargs))
+    return MODELS.build(dict(dict(type='InceptionNeXt', arch=arch, out_norm_cfg=None), **kwargs))
 
 
 @pytest.mark.parametrize('mode', ['train', 'eval'])
