@@ -2,9 +2,10 @@
 
     python tools/export_onnx.py CONFIG CHECKPOINT --out model.onnx [--dynamic]
 
-The graph is the whole segmentor as mmseg's test runs it (fused InceptionNeXt backbone,
-neck, decode head (a Mask2Former head: the semantic logits of its ``predict``), bilinear
-resize to the input; no auxiliary head): input ``images``,
+The graph is the whole segmentor as mmseg's test runs it (the InceptionNeXt backbone with
+its norms folded by ``switch_to_deploy``, neck, decode head (a Mask2Former head: the
+semantic logits of its ``predict``), bilinear resize to the input; no auxiliary head):
+input ``images``,
 normalised N x 3 x H x W float32 as the config's data preprocessor makes them; output
 ``logits`` (N x classes x H x W) or ``labels`` (N x H x W, int64). With ``--dynamic``
 batch, height and width are free (any size, not only multiples of 32); otherwise only the

@@ -274,7 +274,7 @@ def int8_variants() -> List['Int8Scheme']:
 
 def onnx_comparisons(variants: bool = False) -> List[Comparison]:
     """Our UperNet and FPN exported to ONNX and run by ONNX Runtime in fp32 and int8 (with a
-    control copy), against our PyTorch eager path (the fused backbone) and the fp32 file;
+    control copy), against our PyTorch eager path and the fp32 file;
     the fp32 labels export (with a control copy) against the logits export and an argmax;
     with ``variants``, a table per head of :func:`int8_variants` against the default int8
     file and its control copy."""

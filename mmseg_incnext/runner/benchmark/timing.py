@@ -28,8 +28,8 @@ class Measurement:
 def make_step(spec: ModelSpec, layout: str, mode: str, x: torch.Tensor,
               amp: Optional[torch.dtype]) -> Callable[[], None]:
     """Build the model for ``layout`` (a key of :data:`LAYOUTS`) and return a closure
-    running one step on ``x``: inference (``mode='infer'``, our models then take their
-    fused path) or forward, backward and an AdamW step (``'train'``), under autocast to
+    running one step on ``x``: inference (``mode='infer'``, without autograd) or forward,
+    backward and an AdamW step (``'train'``), under autocast to
     ``amp`` if given."""
     fmt = LAYOUTS[layout]
     model = spec.build(channels_last=layout == 'cl') if spec.builds_layout else spec.build()
