@@ -34,8 +34,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    help='batch sizes to sweep (default 8 backbone, 2 segmentor: BN training '
                         'needs 2)')
     p.add_argument('--sizes', type=int, nargs='+', default=None,
-                   help='square sizes, or long sides for segmentors (512 x L for L > 512, '
-                        'as ADE20K test images up to 512x2048); default 224 / 512')
+                   help='input sizes: square up to 512, 512 x L for L > 512 (as ADE20K test '
+                        'images, up to 512x2048); default 224 (backbones) / 512 (segmentors)')
     p.add_argument('--modes', nargs='+', choices=('infer', 'train'), default=['infer', 'train'])
     p.add_argument('--layouts', nargs='+', choices=tuple(LAYOUTS), default=list(LAYOUTS))
     p.add_argument('--onnx', action='store_true',
@@ -68,7 +68,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def segmentor_shape(long_side: int) -> Tuple[int, int]:
+def input_shape(long_side: int) -> Tuple[int, int]:
     """Square up to 512; beyond, a 512-high image (ADE20K's test scale, up to the paper's
     512x2048 MAC setting), so the work grows with the long side."""
     return (long_side, long_side) if long_side <= 512 else (512, long_side)
@@ -89,8 +89,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     device = torch.device(args.device)
     segmentor = args.level == 'segmentor'
     batches = args.batch or [2 if segmentor else 8]
-    shapes = [segmentor_shape(s) if segmentor else (s, s)
-              for s in args.sizes or ([512] if segmentor else [224])]
+    shapes = [input_shape(s) for s in args.sizes or ([512] if segmentor else [224])]
     if args.onnx and not segmentor:
         raise SystemExit('--onnx compares whole segmentors: add --level segmentor')
     if args.int8_variants and not args.onnx:
