@@ -10,13 +10,16 @@ the default, which refuses mmengine's own checkpoints.
 global the pickle names must be on :data:`ALLOWED_GLOBALS`, an explicit allow-list of the
 objects that plain weights and mmengine training checkpoints contain (tensor rebuilders,
 dtypes, numpy arrays and scalars under both numpy 1 and numpy 2 names, ``HistoryBuffer``).
-Anything else is refused before it is called, the same way on every torch version.
+Anything else is refused before it is called, the same way on every torch version. It is
+used on newer torch too, in place of ``weights_only=True`` with ``add_safe_globals``: that
+would have to allow numpy's dtype classes, and torch then applies any state a file gives a
+dtype (an object field with the object flag cleared reads raw bytes as pointers; tested).
 
 The ``load_from_*`` functions are mmengine's checkpoint loaders (one per scheme: local
 files, http(s), ``open-mmlab://``, ``torchvision://``, ``mmcls://``, s3/petrel) reading
 through it; :mod:`.stack_fixes` registers them in mmengine's ``CheckpointLoader``, which is
 how ``init_model``, ``load_from``, ``--resume`` and ``tools/test.py`` (ours and mmseg's)
-read checkpoints. The backbone's ``init_cfg`` reads through it directly (:mod:`.weights`).
+read checkpoints, the backbone's ``init_cfg`` (mmengine's ``PretrainedInit``) included.
 """
 import _compat_pickle
 import codecs
@@ -26,6 +29,7 @@ import os
 import pickle
 import struct
 import types
+import urllib.error
 import zipfile
 from typing import Any, Callable, Dict
 
@@ -215,6 +219,7 @@ def safe_torch_load(source, map_location=None, name: str = None) -> Any:
 
     Raises:
         UnsafeCheckpointError: the pickle names a global outside :data:`ALLOWED_GLOBALS`.
+        CheckpointError: the file is corrupt, truncated or not a PyTorch checkpoint.
     """
     name = name or str(source)
     if _is_torchscript_archive(source):
@@ -228,6 +233,12 @@ def safe_torch_load(source, map_location=None, name: str = None) -> Any:
                           weights_only=False)
     except UnsafeCheckpointError as err:
         raise refuse_unsafe(name, err) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, pickle.UnpicklingError,
+            OSError) as err:
+        if isinstance(err, FileNotFoundError):
+            raise
+        raise CheckpointError(f'Cannot read checkpoint {name}: the file is corrupt, truncated '
+                              f'or not a PyTorch checkpoint ({type(err).__name__}: {err})') from err
 
 
 def _is_torchscript_archive(source) -> bool:
@@ -245,17 +256,40 @@ def _is_torchscript_archive(source) -> bool:
 
 
 def load_from_local(filename: str, map_location=None, logger=None) -> Any:
-    """mmengine's loader for local files, through :func:`safe_torch_load`."""
+    """mmengine's loader for local files, through :func:`safe_torch_load`; a
+    ``.safetensors`` file (as timm publishes weights) through safetensors."""
     filename = os.path.expanduser(filename)
+    if os.path.isdir(filename):
+        raise CheckpointError(f'Checkpoint path is a directory, not a file: {filename}')
     if not os.path.isfile(filename):
-        raise FileNotFoundError(f'{filename} can not be found.')
+        raise FileNotFoundError(f'Checkpoint file not found: {filename}')
+    if filename.endswith('.safetensors'):
+        return _load_safetensors(filename)
     return safe_torch_load(filename, map_location=map_location)
+
+
+def _load_safetensors(path: str) -> Dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+    try:
+        return load_file(path, device='cpu')
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f'Cannot read {path} as safetensors (corrupt or truncated '
+                              f'file?): {err}') from err
 
 
 def load_from_http(url: str, map_location=None, model_dir: str = None, logger=None) -> Any:
     """mmengine's loader for http(s) URLs: downloaded once into torch.hub's cache, then
     read through :func:`safe_torch_load`."""
-    return safe_torch_load(download_to_hub_cache(url, model_dir), map_location, name=url)
+    try:
+        path = download_to_hub_cache(url, model_dir)
+    except (urllib.error.URLError, ConnectionError, TimeoutError) as err:
+        cache = model_dir or os.path.join(torch.hub.get_dir(), 'checkpoints')
+        raise CheckpointError(
+            f'Could not download the checkpoint {url}: {err}. On an offline machine, download '
+            f'it elsewhere and either put it in {cache} or give its path instead (e.g. '
+            '--cfg-options model.backbone.init_cfg.checkpoint=/path/to/file.pth)') from err
+    return safe_torch_load(path, map_location, name=url)
 
 
 def download_to_hub_cache(url: str, model_dir: str = None) -> str:

@@ -21,6 +21,15 @@ def onnx_export(model: torch.nn.Module, args: tuple, path: str, **kwargs) -> Non
     torch.onnx.export(model, args, path, **kwargs)
 
 
+def register_load_state_dict_pre_hook(module: torch.nn.Module, hook) -> None:
+    """``hook(module, state_dict, prefix, ...)`` before ``module`` loads a state dict: torch's
+    public method where it has one (torch >= 2.5), its private one before."""
+    if hasattr(module, 'register_load_state_dict_pre_hook'):
+        module.register_load_state_dict_pre_hook(hook)
+    else:
+        module._register_load_state_dict_pre_hook(hook, with_module=True)
+
+
 def onednn_version() -> tuple:
     """(major, minor) of the oneDNN torch was built with, () if it reports none."""
     match = re.search(r'(?:MKL-DNN|oneDNN)\D*v(\d+)\.(\d+)', torch.__config__.show())

@@ -83,9 +83,6 @@ def test_crafted_pickles_are_refused_without_running(tmp_path, payload):
         safe_torch_load(str(path))
     with pytest.raises(UnsafeCheckpointError, match='Refusing to load'):
         CheckpointLoader.load_checkpoint(str(path), map_location='cpu')
-    from mmseg_incnext.models.backbones.weights import read_checkpoint
-    with pytest.raises(UnsafeCheckpointError):
-        read_checkpoint(str(path))
     assert not marker.exists()
 
 
@@ -132,6 +129,28 @@ def test_state_can_only_be_set_on_what_checkpoints_build():
     assert restricted_pickle.loads(pickle.dumps(np.dtype('>f4'), protocol=2)) == np.dtype('>f4')
 
 
+@pytest.mark.skipif(not hasattr(torch.serialization, 'safe_globals'),
+                    reason='torch before 2.5 has no weights_only allow-list to extend')
+def test_torch_weights_only_would_apply_the_crafted_dtype_state():
+    """Why the allow-list unpickler reads every checkpoint on newer torch too: torch's own,
+    told about numpy's dtypes as mmengine checkpoints need, applies the state refused above.
+    If this fails, torch checks dtype states and its weights_only can replace ours there."""
+    import io as _io
+    object_dtype = _SetsState((np.dtype, ('O8', False, True)), None)  # no BUILD: no check
+    crafted = _SetsState((np.dtype, ('f8', False, True)),
+                         (3, '|', None, ('a', ), {'a': (object_dtype, 0)}, 8, 1, 0))
+    buffer = _io.BytesIO()
+    torch.save({'dtype': crafted}, buffer)
+    numpy_globals = [np.ndarray, np.dtype] + [type(np.dtype(code)) for code in 'fd']
+    buffer.seek(0)
+    with torch.serialization.safe_globals(numpy_globals):
+        loaded = torch.load(buffer, weights_only=True)['dtype']
+    assert loaded.names == ('a', ) and not loaded.hasobject
+    buffer.seek(0)
+    with pytest.raises(UnsafeCheckpointError, match='not a plain dtype'):
+        safe_torch_load(buffer)
+
+
 def test_build_on_an_allowed_function_is_refused():
     """BUILD on an allowed function would add attributes to it for the whole process."""
     import io as _io
@@ -156,8 +175,8 @@ def test_stand_ins_answer_only_what_checkpoints_use():
 
 
 def test_importing_the_package_changes_nothing_but_the_registries():
-    """Only importing stack_fixes routes mmengine's loaders and writes through ours, and it
-    does so through mmengine's registries."""
+    """Importing the package adds only the inceptionnext:// scheme; importing stack_fixes
+    routes mmengine's loaders and writes through ours, through mmengine's registries."""
     code = (
         'import copyreg\n'
         'from mmengine.fileio.backends import registry_utils\n'
@@ -172,7 +191,10 @@ def test_importing_the_package_changes_nothing_but_the_registries():
         'import mmseg_incnext\n'
         'from mmseg.registry import MODELS\n'
         "assert MODELS.get('InceptionNeXt') is mmseg_incnext.InceptionNeXt\n"
-        'assert state() == before, "import mmseg_incnext changed the process"\n'
+        'after = state()\n'
+        "added = after[0].pop('inceptionnext://')  # our scheme, the one addition\n"
+        "assert added.__name__ == 'load_from_inceptionnext', added\n"
+        'assert after == before, "import mmseg_incnext changed the process"\n'
         'import mmseg_incnext.utils.stack_fixes\n'
         'from mmseg_incnext.utils.checkpoint_safety import load_from_local\n'
         "assert CheckpointLoader._schemes[''] is load_from_local\n"

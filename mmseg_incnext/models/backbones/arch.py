@@ -1,7 +1,7 @@
 """The InceptionNeXt variants (the released checkpoints' and timm's), as plain data.
 
-Shared by the backbone, which builds them, and by :mod:`mmseg_incnext.models.backbones.weights`, which names
-the variant a checkpoint was made for.
+Shared by the backbone, which builds them, and by :mod:`.weights`, which names the variant a
+checkpoint was made for.
 """
 from typing import Dict
 

@@ -4,8 +4,9 @@ A plain module graph in the shape of timm's ``inception_next.py``: every layer t
 parameter runs through its module's ``forward``, in every mode, so forward hooks, hook-based
 counters (thop, ptflops, torchinfo) and ``torch.fx`` see the whole network. Parameter names
 follow the released ImageNet checkpoints (and timm's ``inception_next_*``), so the weights
-load by exact key match; see :mod:`mmseg_incnext.models.backbones.weights`. Folding the BatchNorms and layer
-scales into the convolutions is an explicit deploy step, :meth:`InceptionNeXt.switch_to_deploy`.
+load by exact key match; see :mod:`mmseg_incnext.models.backbones.weights`. Folding the
+BatchNorms and layer scales into the convolutions is an explicit deploy step,
+:meth:`InceptionNeXt.switch_to_deploy`.
 """
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -22,7 +23,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmseg.registry import MODELS
 from mmseg_incnext.models.backbones.arch import ARCH_DEFAULTS, ARCH_SETTINGS
-from mmseg_incnext.models.backbones.weights import load_pretrained
+from mmseg_incnext.models.backbones.weights import check_backbone_weights
+from mmseg_incnext.utils.compat import register_load_state_dict_pre_hook
 from .fusion import fold_norm_after_conv, fold_norm_before_pointwise_conv, fold_scale_into_conv
 
 
@@ -240,9 +242,11 @@ class InceptionNeXt(BaseModule):
         with_cp (bool): Gradient checkpointing of each block in training, to save memory.
         channels_last (bool): Keep the parameters and the input in channels-last memory
             format, the faster one for these convolutions. Defaults to True.
-        init_cfg (dict | list | None): ``dict(type='Pretrained', checkpoint=...)`` loads a
-            released ``.pth``, a timm ``.safetensors``, an mmseg segmentor checkpoint or a
-            URL (see :mod:`mmseg_incnext.models.backbones.weights`); otherwise truncated-normal init.
+        init_cfg (dict | list | None): mmengine's initializers; ``dict(type='Pretrained',
+            checkpoint='inceptionnext://tiny')`` loads the released ImageNet weights, and a
+            path or URL a released ``.pth``, a timm ``.safetensors`` or an mmseg segmentor
+            checkpoint (see :mod:`mmseg_incnext.models.backbones.weights`). Without it,
+            truncated-normal convolutions, as the reference.
 
     Outputs:
         A tuple of NCHW feature maps, one per entry of ``out_indices``, at strides
@@ -312,6 +316,7 @@ class InceptionNeXt(BaseModule):
 
         self.to(memory_format=self.memory_format)
         self._freeze_stages()
+        register_load_state_dict_pre_hook(self, check_backbone_weights)
 
     @classmethod
     def _resolve_arch(cls, arch: Union[str, dict]) -> dict:
@@ -354,39 +359,11 @@ class InceptionNeXt(BaseModule):
         return tuple(sorted(resolved))
 
     def init_weights(self) -> None:
-        """Initialise as mmengine does: the ``init_cfg`` entries other than ``Pretrained``
-        first, then the ``Pretrained`` one, read by :func:`~mmseg_incnext.models.backbones.weights.
-        load_pretrained` (any checkpoint format, exact key matching, its own errors) with
-        ``PretrainedInit``'s options ``prefix`` and ``map_location``. Without ``init_cfg``:
-        truncated-normal convolutions, as the reference."""
-        if self._is_init:
-            super().init_weights()  # mmengine only warns that it was called again
-            return
-        cfgs = [cfg for cfg in (self.init_cfg if isinstance(self.init_cfg, list)
-                                else [self.init_cfg]) if cfg]
-        pretrained = [cfg for cfg in cfgs if cfg.get('type') == 'Pretrained']
-        if not pretrained:
-            if not cfgs:
-                self.apply(self._init_conv)
-            super().init_weights()
-            return
-        if len(pretrained) > 1:
-            raise ValueError(f'init_cfg has {len(pretrained)} Pretrained entries; give one')
-        options = dict(pretrained[0])
-        options.pop('type')
-        if 'checkpoint' not in options:
-            raise KeyError("init_cfg of type 'Pretrained' needs a 'checkpoint' key")
-        unknown = set(options) - {'checkpoint', 'prefix', 'map_location'}
-        if unknown:
-            raise KeyError(f'init_cfg of type Pretrained: unknown option(s) {sorted(unknown)}; '
-                           'InceptionNeXt accepts checkpoint, prefix and map_location')
-        own_cfg, self.init_cfg = self.init_cfg, [cfg for cfg in cfgs if cfg not in pretrained]
-        try:
-            super().init_weights()  # the other entries, through mmengine
-        finally:
-            self.init_cfg = own_cfg
-        load_pretrained(self, options['checkpoint'], prefix=options.get('prefix'),
-                        map_location=options.get('map_location', 'cpu'))
+        """mmengine's initialisation of ``init_cfg``; without one, truncated-normal
+        convolutions, as the reference."""
+        if not self.init_cfg and not self._is_init:
+            self.apply(self._init_conv)
+        super().init_weights()
 
     @staticmethod
     def _init_conv(module: nn.Module) -> None:

@@ -1,30 +1,29 @@
-"""Reading InceptionNeXt weights and loading them into the backbone.
+"""InceptionNeXt's released weights for mmengine's ``PretrainedInit``.
 
-Accepted sources (all read without executing code: safetensors, or ``torch.load`` with the
-allow-list unpickler of :mod:`mmseg_incnext.utils.checkpoint_safety`):
+``init_cfg=dict(type='Pretrained', checkpoint=...)`` is mmengine's own initializer; this
+module gives it what it does not have:
 
-* a released variant by name, ``inceptionnext://<arch>`` (e.g. ``inceptionnext://tiny``,
-  the URL :data:`RELEASE_URLS` gives for it), or any http(s) URL, cached by ``torch.hub``;
-* a released ``.pth`` (a plain state dict with timm's key names);
-* a timm ``model.safetensors`` (same key names);
-* an mmseg/mmengine checkpoint of a trained segmentor (``state_dict`` with ``backbone.``
-  keys) or a training checkpoint of the official repository (``model`` / ``state_dict``).
+* the ``inceptionnext://<arch>`` scheme of mmengine's ``CheckpointLoader`` (e.g.
+  ``inceptionnext://tiny``): the authors' release of that variant (:data:`RELEASE_URLS`),
+  downloaded once into torch.hub's cache and read through the allow-list unpickler;
+* :func:`check_backbone_weights`, the backbone's load hook: a checkpoint loaded into the
+  backbone itself may be laid out as released (timm's names, with the classifier), as an
+  mmseg segmentor (``backbone.`` names) or as an official training checkpoint (``model``);
+  keys then match exactly, and a tensor of the wrong shape is an error naming the
+  architecture the checkpoint was made for.
 
-Keys are matched exactly after dropping the classification head; a shape mismatch is an
-error that names the architecture the checkpoint was made for.
+Other sources are read by mmengine's loader for their scheme; the plugin's configs import
+:mod:`mmseg_incnext.utils.stack_fixes`, which puts the allow-list unpickler behind every
+scheme and reads timm's ``.safetensors`` files too.
 """
-import os
-import pickle
-import urllib.error
-import zipfile
-from typing import Dict, Mapping, Optional
+from typing import Dict, Mapping, MutableMapping
 
 import torch
-from mmengine.logging import MMLogger
+from mmengine.logging import print_log
+from mmengine.runner.checkpoint import CheckpointLoader
 
 from mmseg_incnext.models.backbones.arch import ARCH_SETTINGS
-from mmseg_incnext.utils.checkpoint_safety import (CheckpointError, UnsafeCheckpointError,
-                                             download_to_hub_cache, safe_torch_load)
+from mmseg_incnext.utils.checkpoint_safety import CheckpointError, load_from_http
 
 RELEASE_URL_ROOT = 'https://github.com/sail-sg/inceptionnext/releases/download/model'
 # The authors released ImageNet-1K weights of every variant of the arch table.
@@ -45,64 +44,16 @@ def release_url(source: str) -> str:
     return RELEASE_URLS[arch]
 
 
-def read_checkpoint(source: str, map_location='cpu') -> Mapping:
-    """Return the raw object stored at ``source``: a path, an http(s) URL, or a released
-    variant's name ``inceptionnext://<arch>``."""
-    if source.startswith(RELEASE_SCHEME):
-        source = release_url(source)
-    if source.startswith(('http://', 'https://')):
-        return _read_url(source, map_location)
-    path = os.path.expanduser(source)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f'Checkpoint file not found: {source}')
-    if os.path.isdir(path):
-        raise CheckpointError(f'Checkpoint path is a directory, not a file: {source}')
-    if path.endswith('.safetensors'):
-        return _read_safetensors(path)
-    return _torch_load(path, source, map_location)
+@CheckpointLoader.register_scheme(prefixes=RELEASE_SCHEME)
+def load_from_inceptionnext(filename: str, map_location=None, logger=None) -> Mapping:
+    """mmengine's loader for ``inceptionnext://<arch>``: the released checkpoint, from
+    torch.hub's cache or downloaded into it."""
+    return load_from_http(release_url(filename), map_location)
 
 
-def _read_url(url: str, map_location) -> Mapping:
-    try:
-        path = download_to_hub_cache(url)
-    except (urllib.error.URLError, OSError, ConnectionError, TimeoutError) as err:
-        cache = os.path.join(torch.hub.get_dir(), 'checkpoints')
-        raise CheckpointError(
-            f'Could not download the checkpoint {url}: {err}. On an offline machine, '
-            f'download it elsewhere and either put it in {cache} or set the config\'s '
-            "init_cfg=dict(type='Pretrained', checkpoint='/path/to/file.pth') "
-            '(e.g. --cfg-options model.backbone.init_cfg.checkpoint=/path/to/file.pth)') from err
-    return _torch_load(path, url, map_location)
-
-
-def _read_safetensors(path: str) -> Mapping:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-    try:
-        return load_file(path, device='cpu')
-    except (SafetensorError, OSError, ValueError) as err:
-        raise CheckpointError(f'Cannot read {path} as safetensors (corrupt or truncated '
-                              f'file?): {err}') from err
-
-
-def _torch_load(path: str, name: str, map_location) -> Mapping:
-    try:
-        return safe_torch_load(path, map_location=map_location, name=name)
-    except UnsafeCheckpointError:
-        raise
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError,
-            pickle.UnpicklingError) as err:
-        raise CheckpointError(f'Cannot read checkpoint {name}: the file is corrupt, truncated or '
-                              f'not a PyTorch checkpoint ({type(err).__name__}: {err})') from err
-
-
-def extract_backbone_state_dict(checkpoint: Mapping, source: str = 'checkpoint',
-                                prefix: Optional[str] = None) -> Dict[str, torch.Tensor]:
-    """Find the backbone's tensors in any supported checkpoint layout.
-
-    ``prefix`` (``PretrainedInit``'s option) takes the tensors whose names start with it,
-    without it; by default a ``backbone.`` prefix is found by itself.
-    """
+def extract_backbone_state_dict(checkpoint: Mapping,
+                                source: str = 'checkpoint') -> Dict[str, torch.Tensor]:
+    """The backbone's tensors of a released, mmseg or official training checkpoint."""
     if not isinstance(checkpoint, Mapping):
         raise CheckpointError(f'{source} holds a {type(checkpoint).__name__}, not a state dict')
     state = checkpoint
@@ -110,17 +61,9 @@ def extract_backbone_state_dict(checkpoint: Mapping, source: str = 'checkpoint',
         if key in state and isinstance(state[key], Mapping):
             state = state[key]
             break
-    keys = list(state)
-    if any(k.startswith('module.') for k in keys):
+    if any(k.startswith('module.') for k in state):
         state = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
-    if prefix is not None:
-        prefix = prefix if prefix.endswith('.') else prefix + '.'
-        if not any(k.startswith(prefix) for k in state):
-            raise CheckpointError(
-                f"init_cfg prefix={prefix!r}: no tensor of {source} starts with it (its names "
-                f'start with {sorted({k.split(".")[0] + "." for k in state})[:5]})')
-        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    elif any(k.startswith('backbone.') for k in state):
+    if any(k.startswith('backbone.') for k in state):
         state = {k[len('backbone.'):]: v for k, v in state.items() if k.startswith('backbone.')}
     state = {k: v for k, v in state.items() if not k.startswith(CLASSIFIER_PREFIXES)}
     not_tensors = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
@@ -146,50 +89,35 @@ def describe_arch(state_dict: Mapping[str, torch.Tensor]) -> str:
     return f'depths={tuple(depths)}, dims={tuple(dims)}' if depths else 'an unknown model'
 
 
-def load_state_dict_into(backbone: torch.nn.Module, state_dict: Mapping[str, torch.Tensor],
-                         source: str = 'checkpoint',
-                         logger: Optional[MMLogger] = None) -> None:
-    """Copy ``state_dict`` into ``backbone`` with exact key matching.
+def check_backbone_weights(backbone: torch.nn.Module, state_dict: MutableMapping,
+                           prefix: str, *_) -> None:
+    """Load-state-dict pre-hook of :class:`InceptionNeXt`, for mmengine's and torch's loads.
 
-    Shape mismatches raise :class:`CheckpointError`; missing and unexpected keys are logged
-    as a summary (the per-stage output norms are expected to be missing from ImageNet
-    weights).
+    Loaded into the backbone itself (``prefix`` empty: ``PretrainedInit``), ``state_dict``
+    is rewritten in place to the backbone's own names from any layout
+    :func:`extract_backbone_state_dict` knows. In every load, a tensor whose shape differs
+    from the backbone's is an error naming both architectures (torch would only warn with
+    ``strict=False``).
     """
     own = backbone.state_dict()
-    mismatched = [(k, tuple(v.shape), tuple(own[k].shape)) for k, v in state_dict.items()
-                  if k in own and v.shape != own[k].shape]
+    if not prefix:
+        own_names = extract_backbone_state_dict(state_dict)
+        if not set(own_names) & set(own):
+            raise CheckpointError('The checkpoint shares no parameter names with InceptionNeXt; '
+                                  'it is not an InceptionNeXt checkpoint')
+        state_dict.clear()
+        state_dict.update(own_names)
+    ours = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+    mismatched = [(k, tuple(v.shape), tuple(own[k].shape)) for k, v in ours.items()
+                  if k in own and isinstance(v, torch.Tensor) and v.shape != own[k].shape]
     if mismatched:
         key, got, want = mismatched[0]
         arch = getattr(backbone, 'arch_name', type(backbone).__name__)
         raise CheckpointError(
-            f'{source} does not fit InceptionNeXt-{arch}: {len(mismatched)} tensors have the '
-            f'wrong shape (first: {key} is {list(got)} in the checkpoint, {list(want)} in the '
-            f'model). The checkpoint looks like arch {describe_arch(state_dict)}; use the '
+            f'The checkpoint does not fit InceptionNeXt-{arch}: {len(mismatched)} tensors have '
+            f'the wrong shape (first: {key} is {list(got)} in the checkpoint, {list(want)} in '
+            f'the model). The checkpoint looks like arch {describe_arch(ours)}; use the '
             'matching arch or checkpoint.')
-    matched = [k for k in state_dict if k in own]
-    if not matched:
-        raise CheckpointError(f'{source} shares no parameter names with InceptionNeXt; it is '
-                              'not an InceptionNeXt checkpoint')
-    result = backbone.load_state_dict(state_dict, strict=False)
-    logger = logger or MMLogger.get_current_instance()
-    logger.info(f'Loaded {len(matched)}/{len(own)} backbone tensors from {source}')
-    if result.missing_keys:
-        logger.warning(f'{len(result.missing_keys)} backbone tensors not in {source} keep their '
-                       f'initialisation: {_summarise(result.missing_keys)}')
-    if result.unexpected_keys:
-        logger.warning(f'{len(result.unexpected_keys)} tensors of {source} are not used: '
-                       f'{_summarise(result.unexpected_keys)}')
-
-
-def _summarise(keys, limit: int = 6) -> str:
-    groups = sorted({k.rsplit('.', 1)[0] for k in keys})
-    shown = ', '.join(groups[:limit])
-    return shown + (f' (+{len(groups) - limit} more modules)' if len(groups) > limit else '')
-
-
-def load_pretrained(backbone: torch.nn.Module, source: str, prefix: Optional[str] = None,
-                    map_location='cpu') -> None:
-    """Read ``source`` and load its backbone weights into ``backbone``."""
-    checkpoint = read_checkpoint(source, map_location)
-    state_dict = extract_backbone_state_dict(checkpoint, source, prefix)
-    load_state_dict_into(backbone, state_dict, source)
+    if not prefix:
+        print_log(f'Loaded {len(set(ours) & set(own))}/{len(own)} backbone tensors',
+                  logger='current')
