@@ -1,4 +1,5 @@
 """Shared test fixtures' building blocks: seeded timm models and checkpoints in every format."""
+import copy
 import os
 import re
 import socket
@@ -157,9 +158,7 @@ test_pipeline = [
     dict(type='LoadAnnotations', reduce_zero_label=True),
     dict(type='PackSegInputs'),
 ]
-model = dict(
-    data_preprocessor=dict(size=crop_size),
-    backbone=dict(init_cfg=dict(type='Pretrained', checkpoint='{checkpoint}')))
+model = {model!r}
 train_dataloader = dict(
     batch_size={batch}, num_workers=0, persistent_workers=False,
     dataset=dict(data_root=data_root, pipeline=train_pipeline))
@@ -176,13 +175,34 @@ randomness = dict(seed=0)
 '''
 
 
+ATTO_DIMS = [40, 80, 160, 320]
+# InceptionNeXt-atto with narrow heads, for tests about the tools rather than the model.
+ATTO_MODELS = {
+    'upernet': dict(backbone=dict(arch='atto'),
+                    decode_head=dict(in_channels=ATTO_DIMS, channels=32),
+                    auxiliary_head=dict(in_channels=ATTO_DIMS[2], channels=32)),
+    'fpn': dict(backbone=dict(arch='atto'), neck=dict(in_channels=ATTO_DIMS, out_channels=32),
+                decode_head=dict(in_channels=[32] * 4, channels=32)),
+}
+
+
+def atto_model(config: str) -> dict:
+    """The model overrides making ``config`` (a path under configs/upernet or configs/fpn)
+    an atto one."""
+    return ATTO_MODELS[os.path.basename(os.path.dirname(config))]
+
+
 def write_tiny_config(folder: str, base: str, data_root: str, checkpoint: str, crop: int = 64,
                       batch: int = 2, iters: int = 2, extra: str = '') -> str:
-    """A config inheriting a real one, shrunk to tiny crops and a few iterations."""
+    """A config inheriting a real one, shrunk to tiny crops and a few iterations; FPN and
+    UperNet ones to the atto backbone with narrow heads (``checkpoint``: atto weights)."""
     path = os.path.join(folder, 'tiny_' + os.path.basename(base))
+    model = copy.deepcopy(ATTO_MODELS.get(os.path.basename(os.path.dirname(base)), {}))
+    model['data_preprocessor'] = dict(size=(crop, crop))
+    model.setdefault('backbone', {})['init_cfg'] = dict(type='Pretrained', checkpoint=checkpoint)
     with open(path, 'w') as f:
         f.write(TINY_CONFIG.format(base=os.path.join(REPO_ROOT, base), data_root=data_root,
-                                   checkpoint=checkpoint, crop=crop, batch=batch, iters=iters,
+                                   model=model, crop=crop, batch=batch, iters=iters,
                                    extra=extra))
     return path
 

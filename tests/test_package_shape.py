@@ -2,7 +2,12 @@
 import ast
 import os
 
+import pytest
+
 from tests.helpers import REPO_ROOT
+
+# Stack-independent (the package layout, read from source): run once, by the current stack.
+pytestmark = pytest.mark.stack_independent
 
 PACKAGE = 'mmseg_incnext'
 

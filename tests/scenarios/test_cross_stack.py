@@ -47,7 +47,7 @@ def test_checkpoint_crosses_stacks(tmp_path, tiny_ade20k, released_weights, writ
     writer_numpy = numpy_major(writer_python)
     assert writer_numpy != numpy_major(reader_python)
     config = write_tiny_config(str(tmp_path), 'configs/fpn/incnext_t_ade20k.py', tiny_ade20k,
-                               released_weights('tiny'))
+                               released_weights('atto'))
     work = str(tmp_path / 'work')
     validated = miou(run(writer_python, 'tools/train.py', config, '--work-dir', work))
     checkpoint = os.path.join(work, 'iter_2.pth')

@@ -14,7 +14,8 @@ import mmseg_incnext  # noqa: F401
 from mmseg_incnext.utils.atomic_files import atomic_write
 from mmseg_incnext.utils.checkpoint_io import AtomicLocalBackend, latest_complete_checkpoint
 from mmseg_incnext.utils.checkpoint_safety import UnsafeCheckpointError, safe_torch_load
-from tests.helpers import HUNG_AFTER_S, REPO_ROOT, WritesFile, free_port, write_tiny_config
+from tests.helpers import (HUNG_AFTER_S, REPO_ROOT, WritesFile, free_port, miou, run_tool,
+                           write_tiny_config)
 
 FPN = 'configs/fpn/incnext_t_ade20k.py'
 HOOKS = ("custom_imports = dict(imports=['mmseg_incnext', 'mmseg_incnext.utils.stack_fixes', "
@@ -62,7 +63,7 @@ def weights(path):
 @pytest.fixture(scope='module')
 def uninterrupted(tmp_path_factory, tiny_ade20k, released_weights):
     tmp = tmp_path_factory.mktemp('uninterrupted')
-    config = config_with(tmp, tiny_ade20k, released_weights('tiny'))
+    config = config_with(tmp, tiny_ade20k, released_weights('atto'))
     work = tmp / 'work'
     train(config, work, '--cfg-options', 'default_hooks.checkpoint.interval=2')
     return work
@@ -70,7 +71,7 @@ def uninterrupted(tmp_path_factory, tiny_ade20k, released_weights):
 
 def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, uninterrupted, tiny_ade20k,
                                                        released_weights):
-    config = config_with(tmp_path, tiny_ade20k, released_weights('tiny'),
+    config = config_with(tmp_path, tiny_ade20k, released_weights('atto'),
                          extra_hooks="dict(type='KillProcessHook', at_iter=3)")
     work = tmp_path / 'work'
     killed = train(config, work, '--cfg-options', 'default_hooks.checkpoint.interval=2',
@@ -78,7 +79,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, uninterrupted, 
     assert killed.returncode == -signal.SIGKILL
     assert os.path.isfile(work / 'iter_2.pth') and not os.path.exists(work / 'iter_4.pth')
 
-    resumed_config = config_with(tmp_path, tiny_ade20k, released_weights('tiny'))
+    resumed_config = config_with(tmp_path, tiny_ade20k, released_weights('atto'))
     out = train(resumed_config, work, '--resume', '--cfg-options',
                 'default_hooks.checkpoint.interval=2').stdout
     expected, got = weights(uninterrupted / 'iter_4.pth'), weights(work / 'iter_4.pth')
@@ -101,7 +102,7 @@ def test_truncated_checkpoint_is_never_resumed(tmp_path, uninterrupted, tiny_ade
     (work / 'iter_6.pth').write_bytes(data[:len(data) // 3])  # a save cut short by a kill
     (work / 'last_checkpoint').write_text(str(work / 'iter_6.pth'))
     assert latest_complete_checkpoint(str(work)) == str(work / 'iter_4.pth')
-    config = config_with(tmp_path, tiny_ade20k, released_weights('tiny'), iters=5)
+    config = config_with(tmp_path, tiny_ade20k, released_weights('atto'), iters=5)
     out = train(config, work, '--resume').stdout
     assert 'resumed epoch: 0, iter: 4' in out
 
@@ -123,8 +124,8 @@ def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
     assert sorted(os.listdir(tmp_path)) == ['iter_8.pth']  # no temporary left behind
 
 
-def test_losing_a_rank_ends_the_job_and_resume_works(tmp_path, tiny_ade20k, released_weights):
-    config = config_with(tmp_path, tiny_ade20k, released_weights('tiny'), iters=6,
+def test_losing_a_rank_ends_the_job_and_dist_resume_and_test_work(tmp_path, tiny_ade20k, released_weights):
+    config = config_with(tmp_path, tiny_ade20k, released_weights('atto'), iters=6,
                          extra_hooks="dict(type='KillProcessHook', at_iter=4, rank=1)")
     work = tmp_path / 'work'
     # No hang: the surviving rank must end with the job (the timeout fails the test).
@@ -138,19 +139,31 @@ def test_losing_a_rank_ends_the_job_and_resume_works(tmp_path, tiny_ade20k, rele
     assert 'rank      : 1' in output and 'SIGKILL' in output, output[-3000:]
     assert latest_complete_checkpoint(str(work)) == str(work / 'iter_2.pth')
 
-    resumed = config_with(tmp_path, tiny_ade20k, released_weights('tiny'), iters=4)
-    result = subprocess.run(
-        ['bash', 'tools/dist_train.sh', resumed, '2', '--work-dir', str(work), '--resume'],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=HUNG_AFTER_S,
-        env={**os.environ, 'PORT': str(free_port()), 'OMP_NUM_THREADS': '1'})
-    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    assert 'resumed epoch: 0, iter: 2' in result.stdout + result.stderr
-    assert os.path.isfile(work / 'iter_4.pth')
+    resumed = config_with(tmp_path, tiny_ade20k, released_weights('atto'), iters=4)
+    out = run_tool(['bash', 'tools/dist_train.sh', resumed, '2', '--work-dir', str(work),
+                    '--resume', '--auto-scale-lr'],
+                   env=dict(PORT=str(free_port()), OMP_NUM_THREADS='1'))
+    assert 'resumed epoch: 0, iter: 2' in out
+    assert 'Distributed training: True' in out and 'GPU number: 2' in out  # world size
+    # 2 processes x 2 images against the paper's 32: the lr is scaled by 4 / 32.
+    assert 'current batch size is 4. Scaling the original LR by 0.125' in out
+    # torchrun exits 0 only if both ranks did; each rank logs creating its process group.
+    assert out.count('No CUDA device') == 2
+    checkpoint = str(work / 'iter_4.pth')
+    assert os.path.isfile(checkpoint)
+
+    out = run_tool(['bash', 'tools/dist_test.sh', resumed, checkpoint, '2', '--work-dir',
+                    str(work)], env=dict(PORT=str(free_port()), OMP_NUM_THREADS='1'))
+    assert 'GPU number: 2' in out
+    # Two ranks, each testing its share of the images, and one process testing them all.
+    single = run_tool([sys.executable, 'tools/test.py', resumed, checkpoint, '--work-dir',
+                       str(work)], env=WITH_TESTS)
+    assert miou(out) == pytest.approx(miou(single), abs=0.01)
 
 
 def test_non_finite_loss_stops_training_naming_the_iteration(tmp_path, tiny_ade20k,
                                                              released_weights):
-    config = config_with(tmp_path, tiny_ade20k, released_weights('tiny'),
+    config = config_with(tmp_path, tiny_ade20k, released_weights('atto'),
                          extra_hooks="dict(type='PoisonWeightsHook', at_iter=2)")
     result = train(config, tmp_path / 'work', check=False)
     assert result.returncode != 0
@@ -165,7 +178,7 @@ def test_code_running_checkpoint_refused_by_every_entry_point(tmp_path, uninterr
     work = tmp_path / 'work'
     work.mkdir()
     torch.save(evil, work / 'iter_6.pth')
-    config = config_with(tmp_path, tiny_ade20k, released_weights('tiny'), iters=8)
+    config = config_with(tmp_path, tiny_ade20k, released_weights('atto'), iters=8)
 
     from mmseg.apis import init_model
     with pytest.raises(UnsafeCheckpointError, match='not a plain weights file'):
@@ -194,7 +207,7 @@ def test_a_file_failing_mid_run_is_named_with_the_checkpoint_to_resume(
     for name in ('iter_2.pth', 'iter_4.pth'):
         shutil.copy(uninterrupted / name, work / name)
     (work / 'last_checkpoint').write_text(str(work / 'iter_4.pth'))
-    config = config_with(tmp_path, str(data), released_weights('tiny'), iters=6)
+    config = config_with(tmp_path, str(data), released_weights('atto'), iters=6)
     # --skip-data-check: the files go bad after the check; loading in a worker process
     result = train(config, work, '--resume', '--skip-data-check', '--cfg-options',
                    'train_dataloader.num_workers=1', check=False)

@@ -74,7 +74,7 @@ def test_each_fault_is_named(tmp_path, tiny_ade20k, released_weights, split, fau
     data = copy_data(tiny_ade20k, tmp_path)
     target = damage(data, split, fault)
     cfg = Config.fromfile(write_tiny_config(str(tmp_path), FPN, str(data),
-                                            released_weights('tiny')))
+                                            released_weights('atto')))
     with pytest.raises((ValueError, FileNotFoundError)) as err:
         check_data(cfg, LOADERS)
     assert str(target) in str(err.value) and FAULTS[fault][2] in str(err.value)
@@ -123,7 +123,7 @@ def test_train_stops_before_the_first_iteration_naming_every_bad_file(tmp_path, 
     data = copy_data(tiny_ade20k, tmp_path)
     bad = [damage(data, 'training', 'truncated image'),
            damage(data, 'validation', 'colour-coded annotation')]
-    config = write_tiny_config(str(tmp_path), FPN, str(data), released_weights('tiny'))
+    config = write_tiny_config(str(tmp_path), FPN, str(data), released_weights('atto'))
     result = train(config, '--work-dir', str(tmp_path / 'work'))
     assert result.returncode != 0
     assert 'Bad files in the dataset (2)' in result.stderr
@@ -134,7 +134,7 @@ def test_train_stops_before_the_first_iteration_naming_every_bad_file(tmp_path, 
 def test_skip_data_check_is_logged(tmp_path, tiny_ade20k, released_weights):
     data = copy_data(tiny_ade20k, tmp_path)
     damage(data, 'training', 'label beyond the classes')
-    config = write_tiny_config(str(tmp_path), FPN, str(data), released_weights('tiny'),
+    config = write_tiny_config(str(tmp_path), FPN, str(data), released_weights('atto'),
                                iters=1)
     result = train(config, '--work-dir', str(tmp_path / 'work'), '--skip-data-check')
     output = result.stdout + result.stderr
@@ -145,7 +145,7 @@ def test_skip_data_check_is_logged(tmp_path, tiny_ade20k, released_weights):
 def test_distributed_launch_fails_on_every_rank_alike(tmp_path, tiny_ade20k, released_weights):
     data = copy_data(tiny_ade20k, tmp_path)
     target = damage(data, 'training', 'truncated image')
-    config = write_tiny_config(str(tmp_path), FPN, str(data), released_weights('tiny'))
+    config = write_tiny_config(str(tmp_path), FPN, str(data), released_weights('atto'))
     result = subprocess.run(
         ['bash', 'tools/dist_train.sh', config, '2', '--work-dir', str(tmp_path / 'work')],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=HUNG_AFTER_S,

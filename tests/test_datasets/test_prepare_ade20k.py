@@ -4,7 +4,12 @@ import subprocess
 import sys
 import zipfile
 
+import pytest
+
 from tests.helpers import HUNG_AFTER_S, REPO_ROOT
+
+# Stack-independent (unzipping and laying out files): run once, by the current stack.
+pytestmark = pytest.mark.stack_independent
 
 
 def prepare(*args):

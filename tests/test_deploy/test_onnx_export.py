@@ -15,21 +15,9 @@ pytest.importorskip('onnxruntime')
 from mmseg_incnext.deploy import onnx_export  # noqa: E402
 from mmseg_incnext.deploy.onnx_export import (AdaptiveAvgPoolAnySize,  # noqa: E402
                                               ExportMismatchError, export_onnx)
-from tests.helpers import HUNG_AFTER_S, REPO_ROOT  # noqa: E402
+from tests.helpers import HUNG_AFTER_S, REPO_ROOT, atto_model  # noqa: E402
 
 DEMO_CONFIG = os.path.join(REPO_ROOT, 'configs', 'demo', 'incnext_atto_fpn_synthetic.py')
-
-
-ATTO_DIMS = [40, 80, 160, 320]
-# The configs with InceptionNeXt-atto and narrow heads, to keep the exports small.
-ATTO = {
-    'configs/upernet/incnext_t_ade20k.py': dict(
-        decode_head=dict(in_channels=ATTO_DIMS, channels=32),
-        auxiliary_head=dict(in_channels=ATTO_DIMS[2], channels=32)),
-    'configs/fpn/incnext_t_ade20k.py': dict(
-        neck=dict(in_channels=ATTO_DIMS, out_channels=32),
-        decode_head=dict(in_channels=[32] * 4, channels=32)),
-}
 
 
 def segmentor(config):
@@ -42,8 +30,8 @@ def segmentor(config):
     import mmseg_incnext  # noqa: F401
     from mmseg_incnext.runner.device import replace_sync_bn
     cfg = Config.fromfile(os.path.join(REPO_ROOT, config))
-    cfg.model.backbone.update(init_cfg=None, arch='atto')
-    cfg.merge_from_dict({f'model.{k}': v for k, v in ATTO[config].items()})
+    cfg.model.backbone.update(init_cfg=None)
+    cfg.merge_from_dict({f'model.{k}': v for k, v in atto_model(config).items()})
     replace_sync_bn(cfg.model)
     init_default_scope('mmseg')
     model = MODELS.build(cfg.model)

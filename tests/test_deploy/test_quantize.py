@@ -91,28 +91,16 @@ def test_self_check_prints_agreement_and_both_mious(demo_run, fp32_onnx, quantiz
     assert float(miou_fp32) - MAX_MIOU_LOSS <= float(miou_int8) <= float(miou_fp32) + 0.5
 
 
-def test_int8_file_in_tools_test_and_image_demo(demo_run, quantized, tmp_path):
+def test_int8_file_in_tools_test(demo_run, quantized, tmp_path):
+    """An int8 file runs in tools/test.py as the fp32 export does (slide, TTA and the image
+    demo go through the same segmentor: tests/test_deploy/test_onnx_export.py)."""
     work, _ = demo_run
     path, output = quantized
-    options = ['--cfg-options', *data_options(work / 'data')]
     whole = run_tool('tools/test.py', DEMO_CONFIG, str(path), '--work-dir',
-                     str(tmp_path / 'work'), *options)
+                     str(tmp_path / 'work'), '--cfg-options', *data_options(work / 'data'))
     assert whole.returncode == 0, (whole.stdout + whole.stderr)[-3000:]
     # the demo's test set is its validation set: the same 4 images as the self-check
     assert miou(whole.stdout + whole.stderr) == float(SELF_CHECK.search(output).group(4))
-    # sliding 96x96 windows inside multi-scale and flip TTA (sizes 64 to 280), on one image
-    slide_tta = run_tool('tools/test.py', DEMO_CONFIG, str(path), '--work-dir',
-                         str(tmp_path / 'work'), '--tta', *options, 'model.test_cfg.mode=slide',
-                         'model.test_cfg.crop_size=(96,96)', 'model.test_cfg.stride=(80,80)',
-                         'test_dataloader.dataset.indices=1')
-    assert slide_tta.returncode == 0, (slide_tta.stdout + slide_tta.stderr)[-3000:]
-    assert miou(slide_tta.stdout + slide_tta.stderr) > 30  # chance: below 1
-
-    image = sorted((work / 'data' / 'images' / 'validation').iterdir())[0]
-    demo = run_tool('tools/image_demo.py', DEMO_CONFIG, str(path), str(image), '--out-dir',
-                    str(tmp_path / 'demo'), '--device', 'cpu')
-    assert demo.returncode == 0, (demo.stdout + demo.stderr)[-3000:]
-    assert (tmp_path / 'demo' / f'{image.stem}_labels.png').is_file()
 
 
 def test_agreement_below_the_minimum_exits_and_leaves_no_file(demo_run, fp32_onnx, tmp_path):

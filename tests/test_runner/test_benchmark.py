@@ -25,6 +25,9 @@ from mmseg_incnext.runner.benchmark.timing import measure
 from mmseg_incnext.utils.compat import onednn_version
 from tests.helpers import HUNG_AFTER_S, REPO_ROOT
 
+# Stack-independent (the report and its options; the timed models are the same modules either stack tests): run once, by the current stack.
+pytestmark = pytest.mark.stack_independent
+
 
 def assert_no_error_rows(result):
     errors = [(run['mode'], row['model'], row['layout'], row['error'])

@@ -6,6 +6,9 @@ import pytest
 
 from mmseg_incnext.utils.atomic_files import atomic_output, atomic_write
 
+# Stack-independent (file writes): run once, by the current stack.
+pytestmark = pytest.mark.stack_independent
+
 
 def test_a_writer_opening_the_file_itself_replaces_it_whole(tmp_path):
     target = tmp_path / 'model.onnx'
