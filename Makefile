@@ -1,7 +1,8 @@
-# `make test` sets up both stacks CI tests (idempotent; the first run builds mmcv for each,
-# 10-20 min apiece on 2 cores) and runs the full suite on the current stack, including the
-# cross-stack checkpoint tests, and the compatibility suite on the legacy stack; then the
-# mmdeploy tests on the legacy stack with mmdeploy 1.3.1 (its own venv, no mmcv build).
+# `make test` sets up the stacks CI tests (idempotent; the first run builds mmcv for each,
+# 10-20 min apiece on 2 cores) and runs, side by side (make -j3, each suite's output shown
+# when it ends): the full suite on the current stack, including the cross-stack checkpoint
+# tests; the compatibility suite on the legacy stack (all but the stack-independent tests);
+# and the mmdeploy tests on the legacy stack with mmdeploy 1.3.1 (its own venv, no mmcv build).
 VENV ?= .venv
 LEGACY_VENV ?= .venv-legacy
 MMDEPLOY_VENV ?= .venv-mmdeploy
@@ -9,7 +10,8 @@ PY := $(VENV)/bin/python
 LEGACY_PY := $(LEGACY_VENV)/bin/python
 MMDEPLOY_PY := $(MMDEPLOY_VENV)/bin/python
 
-.PHONY: setup setup-legacy setup-mmdeploy test test-current test-legacy test-mmdeploy demo clean
+.PHONY: setup setup-legacy setup-mmdeploy test test-current test-with-cross-stack test-legacy \
+	test-mmdeploy demo clean
 setup:
 	bash tools/setup_env.sh
 
@@ -19,18 +21,20 @@ setup-legacy:
 setup-mmdeploy:
 	VENV=$(MMDEPLOY_VENV) bash tools/setup_env.sh --stack mmdeploy
 
-test: setup setup-legacy setup-mmdeploy
-	$(MAKE) test-legacy
-	$(MAKE) test-mmdeploy
+test:
+	$(MAKE) -j3 --output-sync=target setup setup-legacy setup-mmdeploy
+	$(MAKE) -j3 --output-sync=target test-legacy test-mmdeploy test-with-cross-stack
+
+test-with-cross-stack: setup setup-legacy
 	MMSEG_INCNEXT_LEGACY_PYTHON=$(abspath $(LEGACY_PY)) $(PY) -m pytest tests -q
 
 test-current: setup
 	$(PY) -m pytest tests -q
 
-# torch 2.1 + numpy 1.26: the whole suite but the cross-stack tests, which the current
-# stack's run drives with both interpreters.
+# torch 2.1 + numpy 1.26: the whole suite but the stack-independent tests and the
+# cross-stack ones, which the current stack's run drives with both interpreters.
 test-legacy: setup-legacy
-	$(LEGACY_PY) -m pytest tests -q -m "not current_stack_only"
+	$(LEGACY_PY) -m pytest tests -q -m "not current_stack_only and not stack_independent"
 
 # mmdeploy's export and its ONNX Runtime backend and SDK against PyTorch (the other stacks
 # skip tests/test_deploy/test_mmdeploy.py: they have no mmdeploy).

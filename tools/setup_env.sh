@@ -119,6 +119,10 @@ PY_TAG="$("$VENV/bin/python" -c 'import sys; print(f"cp{sys.version_info.major}{
 TORCH_TAG="$("$VENV/bin/python" -c 'import torch; print(torch.__version__.replace("+", "_"))')"
 WHEEL_DIR="$CACHE/wheels/mmcv-$MMCV_VERSION-$PY_TAG-torch$TORCH_TAG"
 mkdir -p "$WHEEL_DIR"
+# The legacy and mmdeploy stacks share this wheel and `make test` sets them up side by side:
+# one builds it, the other waits for it.
+exec 9>"$WHEEL_DIR/.build.lock"
+flock 9
 MMCV_WHEEL="$(ls "$WHEEL_DIR"/mmcv-"$MMCV_VERSION"-*.whl 2>/dev/null | head -n1 || true)"
 if [[ -z "$MMCV_WHEEL" ]]; then
     CURRENT_STEP="build mmcv $MMCV_VERSION with ops for $PY_TAG + torch $TORCH_TAG (10-20 minutes on 2 cores, once per machine)"
@@ -161,6 +165,7 @@ print(max(map(int, re.findall(r"-std=c\+\+(\d+)", inspect.getsource(e))), defaul
 else
     echo "[setup $STACK] using cached mmcv wheel $MMCV_WHEEL"
 fi
+flock -u 9
 
 CURRENT_STEP="install mmcv, mmengine and mmsegmentation (the user's OpenMMLab environment)"
 step "$CURRENT_STEP"
