@@ -23,7 +23,7 @@ from mmengine.config import Config
 from mmengine.dataset import pseudo_collate
 
 from mmseg_incnext.utils.atomic_files import atomic_output
-from mmseg_incnext.deploy.onnx_runtime import OnnxRuntimeSegmentor, onnx_model_cfg, \
+from mmseg_incnext.deploy.onnx_runtime import OnnxSegmentor, onnx_model_cfg, \
     ort_session
 from mmseg_incnext.datasets.config_check import dataloader_datasets
 from mmseg_incnext.datasets.config_check import check_data
@@ -146,8 +146,8 @@ def check_fp32_export(path: str) -> None:
             "tools/export_onnx.py (float 'images' in, 'logits' out)")
 
 
-class _InputRecorder(OnnxRuntimeSegmentor):
-    """An :class:`OnnxRuntimeSegmentor` that keeps every input its graph runs on."""
+class _InputRecorder(OnnxSegmentor):
+    """An :class:`OnnxSegmentor` that keeps every input its graph runs on."""
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -158,7 +158,7 @@ class _InputRecorder(OnnxRuntimeSegmentor):
         return super().encode_decode(inputs, batch_img_metas)
 
 
-def _segmentor(cfg: Config, onnx_file: str, cls=OnnxRuntimeSegmentor) -> OnnxRuntimeSegmentor:
+def _segmentor(cfg: Config, onnx_file: str, cls=OnnxSegmentor) -> OnnxSegmentor:
     """``onnx_file`` inside the config's pre-processing and test mode, as tools/test.py runs
     it."""
     kwargs = onnx_model_cfg(cfg.model, onnx_file)
@@ -218,7 +218,7 @@ def _image_path(item: Tuple[object, int]) -> str:
     return os.path.abspath(dataset.get_data_info(index)['img_path'])
 
 
-def _predict(model: OnnxRuntimeSegmentor, item: Tuple[object, int]):
+def _predict(model: OnnxSegmentor, item: Tuple[object, int]):
     dataset, index = item
     with torch.no_grad():
         return model.test_step(pseudo_collate([dataset[index]]))[0]

@@ -95,7 +95,7 @@ def test_a_frozen_shape_fails_verification_and_leaves_no_file(tmp_path, monkeypa
 
 
 def test_labels_output_and_static_export(tmp_path):
-    from mmseg_incnext.deploy.onnx_runtime import OnnxRuntimeSegmentor, ort_session
+    from mmseg_incnext.deploy.onnx_runtime import OnnxSegmentor, ort_session
     model = segmentor('configs/fpn/incnext_t_ade20k.py')
     labels_path = tmp_path / 'labels.onnx'
     (result, ) = export_onnx(model, str(labels_path), shape=(64, 96), dynamic=False,
@@ -105,10 +105,10 @@ def test_labels_output_and_static_export(tmp_path):
     labels = ort_session(str(labels_path)).run(None, {'images': x.numpy()})[0]
     assert labels.shape == (1, 64, 96) and labels.dtype == np.int64
     with pytest.raises(ValueError, match='--output logits'):
-        OnnxRuntimeSegmentor(str(labels_path), num_classes=150)
+        OnnxSegmentor(str(labels_path), num_classes=150)
     logits_path = tmp_path / 'logits.onnx'
     export_onnx(model, str(logits_path), shape=(64, 96), dynamic=False)
-    runner = OnnxRuntimeSegmentor(str(logits_path), num_classes=150)
+    runner = OnnxSegmentor(str(logits_path), num_classes=150)
     assert runner.encode_decode(x, []).shape == (1, 150, 64, 96)
     with pytest.raises(ValueError, match='exported for 64x96 inputs.*--dynamic'):
         runner.encode_decode(torch.randn(1, 3, 64, 64), [])

@@ -147,10 +147,10 @@ def onnx_runtime_spec(name: str, config: str, scheme: Optional['Int8Scheme'] = N
     def build() -> nn.Module:
         from mmengine.config import Config
 
-        from mmseg_incnext.deploy.onnx_runtime import OnnxRuntimeSegmentor
+        from mmseg_incnext.deploy.onnx_runtime import OnnxSegmentor
         head = Config.fromfile(os.path.join(REPO_ROOT, config)).model.decode_head
-        return OnnxRuntimeSegmentor(onnx_file(config, scheme), head.num_classes,
-                                    head.align_corners)
+        return OnnxSegmentor(onnx_file(config, scheme), head.num_classes,
+                             head.align_corners)
     return ModelSpec(name, build, features or onnx_logits, modes=('infer', ),
                      op_seconds=partial(onnx_op_seconds, config, scheme, 'logits'))
 
@@ -172,12 +172,12 @@ class OnnxLabels(nn.Module):
 
     def __init__(self, onnx_path: str) -> None:
         super().__init__()
-        from mmseg_incnext.deploy.onnx_runtime import ort_session
-        self.session = ort_session(onnx_path)
+        from mmseg_incnext.deploy.onnx_runtime import open_graph
+        self.graph = open_graph(onnx_path)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         from mmseg_incnext.deploy.onnx_runtime import run_images
-        return run_images(self.session, images)
+        return run_images(self.graph, images)
 
 
 def onnx_labels_spec(name: str, config: str) -> ModelSpec:
