@@ -1,6 +1,7 @@
 """Segment images with a trained checkpoint: colour overlays with a legend, and label PNGs.
 
     python tools/image_demo.py CONFIG CHECKPOINT INPUT [INPUT ...] [--out-dir DIR] [--device cpu]
+        [--backend onnxruntime|openvino] [--precision fp32|bf16]    # for an .onnx CHECKPOINT
 
 Each INPUT is an image, a folder of images, or a .txt file listing image paths. For every
 image, DIR gets NAME_overlay.png (prediction over the image, with the classes present) and
