@@ -25,7 +25,7 @@ setup(
     ],
     extras_require={
         'tests': ['pytest', 'timm>=1.0', 'mmpretrain==1.2.0', 'onnx', 'onnxruntime',
-                  'thop', 'ptflops', 'torchinfo',  # the FLOP counters users run
+                  'openvino', 'thop', 'ptflops', 'torchinfo',  # the FLOP counters users run
                   'cityscapesscripts'],
         # tools/prepare_cityscapes.py: the official label table (as mmseg's converter)
         'cityscapes': ['cityscapesscripts'],
@@ -33,6 +33,8 @@ setup(
         'benchmark': ['timm>=1.0', 'mmpretrain==1.2.0'],
         'mmpretrain': ['mmpretrain==1.2.0'],
         'deploy': ['onnx', 'onnxruntime'],  # tools/export_onnx.py, .onnx in test/demo
+        # OpenVINO runs the .onnx files (fp32, bf16, the int8 QDQ file): --backend openvino
+        'openvino': ['openvino'],
         # configs/mask2former/: mmseg's Mask2Former head is built from mmdet's modules;
         # mmdet 3.3.0 is the last release accepting mmcv 2.1.0 (it requires mmcv < 2.2).
         'mask2former': ['mmdet==3.3.0'],

@@ -19,6 +19,7 @@ Examples::
     python tools/benchmark.py --level segmentor --batch 2      # UperNet / FPN, 512x512
     python tools/benchmark.py --level segmentor --sizes 512 1024 2048 --modes infer
     python tools/benchmark.py --level segmentor --onnx --only "ONNX Runtime" --modes infer
+    python tools/benchmark.py --level segmentor --openvino --modes infer --batch 1   # OpenVINO
     python tools/benchmark.py --sizes 512 --batch 1 --modes infer --runs 3   # three runs
     python tools/benchmark.py --sizes 512 --batch 2 --modes train --runs 3 \
         --only "no output norms" --max-control-gap 3           # runs with noise under 3%

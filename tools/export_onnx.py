@@ -9,9 +9,10 @@ input ``images``,
 normalised N x 3 x H x W float32 as the config's data preprocessor makes them; output
 ``logits`` (N x classes x H x W) or ``labels`` (N x H x W, int64). With ``--dynamic``
 batch, height and width are free (any size, not only multiples of 32); otherwise only the
-batch is. The file is written only if ONNX Runtime reproduces PyTorch on the export size
-and, with ``--dynamic``, on two other sizes (one odd); the figures are printed.
-Needs ``pip install -e .[deploy]``.
+batch is. The file is written only if ONNX Runtime (with ``--backend onnxruntime openvino``
+also OpenVINO, in fp32) reproduces PyTorch on the export size and, with ``--dynamic``, on
+two other sizes (one odd); the figures are printed. Needs ``pip install -e .[deploy]``
+(and ``.[openvino]`` for OpenVINO).
 """
 import quiet_warnings  # noqa: F401  (first: filters known third-party warnings)
 import argparse
@@ -28,6 +29,7 @@ from mmseg_incnext.deploy.mask2former_export import exportable  # noqa: E402
 from mmseg_incnext.deploy.onnx_export import (  # noqa: E402
     OUTPUTS, ExportMismatchError, describe,
     export_onnx)
+from mmseg_incnext.deploy.onnx_runtime import BACKENDS  # noqa: E402
 from mmseg_incnext.runner.device import replace_sync_bn  # noqa: E402
 
 
@@ -46,6 +48,8 @@ def main():
                         help='largest accepted |ONNX - PyTorch| logit difference')
     parser.add_argument('--min-agreement', type=float, default=0.999,
                         help='smallest accepted fraction of equal labels')
+    parser.add_argument('--backend', nargs='+', choices=BACKENDS, default=['onnxruntime'],
+                        help='runtimes that must reproduce PyTorch (default onnxruntime)')
     args = parser.parse_args()
 
     from mmengine.config import Config
@@ -62,10 +66,11 @@ def main():
         warnings.filterwarnings('ignore', message='Constant folding')
         try:
             results = export_onnx(model, args.out, tuple(args.shape), args.dynamic,
-                                  args.output, args.opset, args.atol, args.min_agreement)
-        except ExportMismatchError as err:
+                                  args.output, args.opset, args.atol, args.min_agreement,
+                                  args.backend)
+        except (ExportMismatchError, ImportError) as err:
             raise SystemExit(str(err))
-    print(f'wrote {args.out}; ONNX Runtime against PyTorch:')
+    print(f'wrote {args.out}; against PyTorch:')
     for result in results:
         print('  ' + describe(result))
 

@@ -1,6 +1,7 @@
 """Segment images with a trained checkpoint: colour overlays with a legend, and label PNGs.
 
     python tools/image_demo.py CONFIG CHECKPOINT INPUT [INPUT ...] [--out-dir DIR] [--device cpu]
+        [--backend onnxruntime|openvino] [--precision fp32|bf16]    # for an .onnx CHECKPOINT
 
 Each INPUT is an image, a folder of images, or a .txt file listing image paths. For every
 image, DIR gets NAME_overlay.png (prediction over the image, with the classes present) and
@@ -19,6 +20,7 @@ from mmengine.config import ConfigDict
 from mmengine.utils import ProgressBar
 
 import mmseg_incnext.utils.stack_fixes  # noqa: F401  (safe checkpoint reading, atomic writes)
+from mmseg_incnext.runner.arguments import add_backend_arguments, check_backend_arguments
 from mmseg_incnext.runner.visualization import IMAGE_EXTENSIONS, ImageReadError, read_image, \
     save_prediction
 
@@ -57,7 +59,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('config', help='config file')
     parser.add_argument('checkpoint', help='checkpoint of the trained segmentor, or an .onnx '
-                        'file from tools/export_onnx.py (run with ONNX Runtime)')
+                        'file from tools/export_onnx.py (run with ONNX Runtime or OpenVINO)')
     parser.add_argument('inputs', nargs='+', help='images, folders or .txt lists of images')
     parser.add_argument('--out-dir', default='work_dirs/demo_outputs', help='output folder')
     parser.add_argument('--device', default='cuda:0' if torch.cuda.is_available() else 'cpu')
@@ -67,13 +69,16 @@ def main():
                         'images larger than --slide-above pixels')
     parser.add_argument('--slide-above', type=int, default=4_000_000,
                         help='pixel count above which auto mode slides (default 4 MP)')
+    add_backend_arguments(parser)
     args = parser.parse_args()
+    check_backend_arguments(args, args.checkpoint.endswith('.onnx'))
 
     from mmseg.apis import inference_model, init_model
     paths = collect_inputs(args.inputs)
     if args.checkpoint.endswith('.onnx'):
         from mmseg_incnext.deploy.onnx_runtime import init_onnx_model
-        model = init_onnx_model(args.config, args.checkpoint, device=args.device)
+        model = init_onnx_model(args.config, args.checkpoint, device=args.device,
+                                backend=args.backend, precision=args.precision)
     else:
         model = init_model(args.config, args.checkpoint, device=args.device)
     whole_test_cfg = model.test_cfg

@@ -2,7 +2,8 @@
 
 Same arguments as mmsegmentation's tools/test.py. The paper's UperNet numbers are
 multi-scale (--tta); its Semantic FPN numbers are single-scale. CHECKPOINT may be an .onnx
-file from tools/export_onnx.py (--output logits): ONNX Runtime then runs the graph inside
+file from tools/export_onnx.py (--output logits) or tools/quantize_onnx.py: ONNX Runtime (or
+OpenVINO with --backend openvino, in fp32 or --precision bf16) then runs the graph inside
 mmseg's test, whole-image or sliding-window as the config says, with or without --tta
 (sliding windows and --tta need a --dynamic export).
 """
@@ -15,7 +16,8 @@ from mmengine.runner import Runner
 import mmseg_incnext.utils.stack_fixes  # noqa: F401  (safe checkpoint reading, atomic writes)
 from mmseg_incnext.runner.pipeline_errors import name_files_on_error
 from mmseg_incnext.runner.process_group import finish_distributed, init_distributed
-from mmseg_incnext.runner.arguments import add_run_arguments, parse_run_args
+from mmseg_incnext.runner.arguments import (add_backend_arguments, add_run_arguments,
+                                            check_backend_arguments, parse_run_args)
 from mmseg_incnext.runner.config import load_run_config
 from mmseg_incnext.datasets.config_check import check_data
 
@@ -31,6 +33,7 @@ def parse_args():
     parser.add_argument('--wait-time', type=float, default=2, help='interval of show (s)')
     parser.add_argument('--tta', action='store_true',
                         help='multi-scale (0.5-1.75) and flip test-time augmentation')
+    add_backend_arguments(parser)
     add_run_arguments(parser)
     return parse_run_args(parser)
 
@@ -40,15 +43,17 @@ def main():
     if not os.path.isfile(args.checkpoint):
         raise FileNotFoundError(f'Checkpoint file not found: {args.checkpoint}')
     onnx = args.checkpoint.endswith('.onnx')
+    check_backend_arguments(args, onnx)
     if onnx and args.launcher != 'none':
-        raise SystemExit('An .onnx model is tested in one process (ONNX Runtime uses every '
+        raise SystemExit('An .onnx model is tested in one process (its runtime uses every '
                          'core); run tools/test.py without a launcher')
     cfg = load_run_config(args.config, args.launcher, args.cfg_options, args.work_dir)
     init_distributed(cfg)
     check_data(cfg, ['test_dataloader'], skip=args.skip_data_check)
     if onnx:
         from mmseg_incnext.deploy.onnx_runtime import onnx_model_cfg
-        cfg.model = onnx_model_cfg(cfg.model, args.checkpoint)
+        cfg.model = onnx_model_cfg(cfg.model, args.checkpoint, backend=args.backend,
+                                   precision=args.precision)
     else:
         cfg.load_from = args.checkpoint
 

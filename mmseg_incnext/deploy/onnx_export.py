@@ -8,7 +8,8 @@ tracing (``pad_to_multiple``) and its norms are folded (``switch_to_deploy``), m
 adaptive average pooling (UperNet's pyramid pooling) is computed with pooling matrices
 built from the input (:func:`adaptive_avg_pool_any_size`); mmdeploy's export uses the
 same two functions (:mod:`.mmdeploy_rewriters`). :func:`export_onnx` writes the file only
-after ONNX Runtime reproduced PyTorch on the export size and on other sizes.
+after ONNX Runtime (and OpenVINO, where asked) reproduced PyTorch on the export size and on
+other sizes.
 """
 import copy
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ MIN_AGREEMENT = 0.999
 
 
 class ExportMismatchError(RuntimeError):
-    """ONNX Runtime does not reproduce PyTorch on the exported file."""
+    """A runtime does not reproduce PyTorch on the exported file."""
 
 
 def adaptive_avg_pool_any_size(x: torch.Tensor,
@@ -147,10 +148,11 @@ class ExportableSegmentor(nn.Module):
 
 @dataclass
 class Agreement:
-    """ONNX Runtime against PyTorch on one input shape."""
+    """A runtime (``backend``, in fp32) against PyTorch on one input shape."""
     shape: Tuple[int, int, int, int]
     max_abs_diff: Optional[float]  # of the logits; None for a labels export
     label_agreement: float
+    backend: str = 'onnxruntime'
 
     def ok(self, atol: float, min_agreement: float) -> bool:
         return (self.max_abs_diff is None or self.max_abs_diff <= atol) \
@@ -158,25 +160,25 @@ class Agreement:
 
 
 def compare_with_torch(path: str, model: ExportableSegmentor,
-                       shapes: Sequence[Tuple[int, int, int, int]], seed: int = 0
-                       ) -> List[Agreement]:
-    """Run the exported file with ONNX Runtime and ``model`` with PyTorch on random
-    inputs of each shape."""
-    from mmseg_incnext.deploy.onnx_runtime import ort_session
-    session = ort_session(path)
+                       shapes: Sequence[Tuple[int, int, int, int]], seed: int = 0,
+                       backend: str = 'onnxruntime') -> List[Agreement]:
+    """Run the exported file with ``backend`` (ONNX Runtime or OpenVINO, fp32) and
+    ``model`` with PyTorch on random inputs of each shape."""
+    from mmseg_incnext.deploy.onnx_runtime import open_graph
+    graph = open_graph(path, backend)
     generator = torch.Generator().manual_seed(seed)
     results = []
     for shape in shapes:
         images = torch.randn(shape, generator=generator)
         with torch.no_grad():
             expected = model(images).numpy()
-        got = session.run(None, {'images': images.numpy()})[0]
+        got = graph.run(images.numpy())
         if model.output == 'logits':
             diff = float(np.abs(got - expected).max())
             agreement = float((got.argmax(1) == expected.argmax(1)).mean())
         else:
             diff, agreement = None, float((got == expected).mean())
-        results.append(Agreement(tuple(shape), diff, agreement))
+        results.append(Agreement(tuple(shape), diff, agreement, backend))
     return results
 
 
@@ -193,9 +195,10 @@ def verification_shapes(height: int, width: int, dynamic: bool
 
 def export_onnx(segmentor: nn.Module, path: str, shape: Tuple[int, int] = (512, 512),
                 dynamic: bool = True, output: str = 'logits', opset: int = 17,
-                atol: float = ATOL, min_agreement: float = MIN_AGREEMENT) -> List[Agreement]:
+                atol: float = ATOL, min_agreement: float = MIN_AGREEMENT,
+                backends: Sequence[str] = ('onnxruntime', )) -> List[Agreement]:
     """Export ``segmentor`` (an mmseg EncoderDecoder with an InceptionNeXt backbone, in eval
-    mode) to ``path`` and verify it with ONNX Runtime (:func:`compare_with_torch` on
+    mode) to ``path`` and verify it with each of ``backends`` (:func:`compare_with_torch` on
     :func:`verification_shapes`). With ``dynamic``, batch, height and width are free;
     otherwise only the batch is.
 
@@ -204,6 +207,9 @@ def export_onnx(segmentor: nn.Module, path: str, shape: Tuple[int, int] = (512, 
     ``min_agreement`` (fraction of equal labels); otherwise nothing is left and
     :class:`ExportMismatchError` lists the figures.
     """
+    from mmseg_incnext.deploy.onnx_runtime import check_backend
+    for backend in backends:
+        check_backend(backend)  # before the export's minutes
     model = ExportableSegmentor(segmentor.eval(), output).eval()
     axes = {0: 'batch', 2: 'height', 3: 'width'} if dynamic else {0: 'batch'}
     out_axes = dict(axes) if output == 'logits' else {k - (k > 1): v for k, v in axes.items()}
@@ -212,7 +218,8 @@ def export_onnx(segmentor: nn.Module, path: str, shape: Tuple[int, int] = (512, 
             onnx_export(model, (torch.randn(1, 3, *shape), ), tmp, opset_version=opset,
                         input_names=['images'], output_names=[output],
                         dynamic_axes={'images': axes, output: out_axes})
-        results = compare_with_torch(tmp, model, verification_shapes(*shape, dynamic))
+        results = [result for backend in backends for result in compare_with_torch(
+            tmp, model, verification_shapes(*shape, dynamic), backend=backend)]
         if not all(r.ok(atol, min_agreement) for r in results):
             raise ExportMismatchError(
                 f'The ONNX export disagrees with PyTorch (tolerance: max abs logit '
@@ -221,7 +228,11 @@ def export_onnx(segmentor: nn.Module, path: str, shape: Tuple[int, int] = (512, 
     return results
 
 
+RUNTIME_NAMES = dict(onnxruntime='ONNX Runtime', openvino='OpenVINO')
+
+
 def describe(result: Agreement) -> str:
     n, _, h, w = result.shape
     diff = '' if result.max_abs_diff is None else f'max abs logit diff {result.max_abs_diff:.2e}, '
-    return f'{n}x3x{h}x{w}: {diff}labels equal {100 * result.label_agreement:.4f}%'
+    return (f'{RUNTIME_NAMES[result.backend]}, {n}x3x{h}x{w}: {diff}labels equal '
+            f'{100 * result.label_agreement:.4f}%')

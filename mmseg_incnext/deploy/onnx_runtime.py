@@ -1,5 +1,6 @@
-"""Running an exported segmentor with ONNX Runtime inside mmseg: testing (mIoU, slide
-windows, TTA) and the inference API work as with the PyTorch model."""
+"""Running an exported segmentor inside mmseg, with ONNX Runtime or OpenVINO
+(:mod:`.openvino_runtime`): testing (mIoU, slide windows, TTA) and the inference API work as
+with the PyTorch model."""
 import json
 import os
 import tempfile
@@ -13,12 +14,28 @@ from mmseg.models.segmentors import EncoderDecoder
 from mmseg.registry import DATASETS, MODELS
 
 
+BACKENDS = ('onnxruntime', 'openvino')
+# The precisions each backend computes an fp32 file in (an int8 file runs as fp32 does:
+# its quantization is in the graph).
+PRECISIONS = dict(onnxruntime=('fp32', ), openvino=('fp32', 'bf16'))
+
+
+def onnxruntime_api():
+    """The ``onnxruntime`` module, or an ImportError that says how to install it."""
+    try:
+        import onnxruntime
+    except ImportError as err:
+        raise ImportError(f'the onnxruntime backend needs the onnxruntime package, which '
+                          f'cannot be imported here ({err}): pip install -e .[deploy]') from err
+    return onnxruntime
+
+
 def ort_session(path: str, threads: Optional[int] = None,
                 profile_prefix: Optional[str] = None):
     """An ONNX Runtime CPU session with all graph optimisations; ``threads`` intra-op
     threads (default: torch's); with ``profile_prefix``, ONNX Runtime's profiler on, its
     file named from that prefix."""
-    import onnxruntime
+    onnxruntime = onnxruntime_api()
     options = onnxruntime.SessionOptions()
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads or torch.get_num_threads()
@@ -28,11 +45,57 @@ def ort_session(path: str, threads: Optional[int] = None,
     return onnxruntime.InferenceSession(path, options, providers=['CPUExecutionProvider'])
 
 
-def run_images(session, images: torch.Tensor) -> torch.Tensor:
-    """The first output of ``session`` (an export of ours) for ``images`` (NCHW, any
-    layout or device), on ``images``' device."""
+class OrtGraph:
+    """An ONNX Runtime session as the segmentor runs it, like :class:`.OpenVINOGraph`:
+    ``run(array)`` maps ``images`` to the first output; ``input_size`` is the fixed (H, W)
+    of the input or None."""
+    precision = runs_in = 'fp32'
+
+    def __init__(self, session) -> None:
+        self.session = session
+        self.output_names = [o.name for o in session.get_outputs()]
+        height, width = session.get_inputs()[0].shape[2:]  # ints where fixed
+        self.input_size = (height, width) if isinstance(height, int) else None
+
+    def run(self, array: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {'images': array})[0]
+
+
+def check_backend(backend: str, precision: str = 'fp32') -> None:
+    """ValueError for an unknown backend or a precision it does not run; ImportError (with
+    the extra to install) where the backend's package is missing."""
+    if backend not in BACKENDS:
+        raise ValueError(f'backend must be one of {BACKENDS}, got {backend!r}')
+    if precision not in PRECISIONS[backend]:
+        raise ValueError(f'the {backend} backend runs precisions {PRECISIONS[backend]}, got '
+                         f'{precision!r}' + (' (bf16 runs in --backend openvino)'
+                                             if precision == 'bf16' else ''))
+    if backend == 'openvino':
+        from mmseg_incnext.deploy.openvino_runtime import openvino_api
+        openvino_api()
+    else:
+        onnxruntime_api()
+
+
+def open_graph(path: str, backend: str = 'onnxruntime', precision: str = 'fp32',
+               threads: Optional[int] = None):
+    """``path`` (an export of ours) ready to run on the CPU in ``backend`` (one of
+    :data:`BACKENDS`) at ``precision`` (one of that backend's :data:`PRECISIONS`), with
+    ``threads`` threads (default: torch's)."""
+    check_backend(backend, precision)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'ONNX file not found: {path}')
+    if backend == 'openvino':
+        from mmseg_incnext.deploy.openvino_runtime import OpenVINOGraph
+        return OpenVINOGraph(path, precision, threads)
+    return OrtGraph(ort_session(path, threads))
+
+
+def run_images(graph, images: torch.Tensor) -> torch.Tensor:
+    """The first output of ``graph`` (:func:`open_graph`) for ``images`` (NCHW, any layout
+    or device), on ``images``' device."""
     array = np.ascontiguousarray(images.detach().float().cpu().numpy())
-    return torch.from_numpy(session.run(None, {'images': array})[0]).to(images.device)
+    return torch.from_numpy(graph.run(array)).to(images.device)
 
 
 def op_type_seconds(path: str, images: torch.Tensor) -> Dict[str, float]:
@@ -42,7 +105,7 @@ def op_type_seconds(path: str, images: torch.Tensor) -> Dict[str, float]:
     with tempfile.TemporaryDirectory() as folder:
         session = ort_session(path, profile_prefix=os.path.join(folder, 'ort'))
         for _ in range(2):
-            run_images(session, images)
+            run_images(OrtGraph(session), images)
         with open(session.end_profiling()) as f:
             events = json.load(f)
     last_run = max(e['ts'] for e in events if e.get('name') == 'model_run')
@@ -55,30 +118,35 @@ def op_type_seconds(path: str, images: torch.Tensor) -> Dict[str, float]:
 
 
 @MODELS.register_module()
-class OnnxRuntimeSegmentor(EncoderDecoder):
+class OnnxSegmentor(EncoderDecoder):
     """An mmseg segmentor whose ``encode_decode`` runs an ONNX file written by
-    ``tools/export_onnx.py --output logits``; mmseg's whole-image and sliding-window
-    inference, test-time augmentation and post-processing are EncoderDecoder's own.
-    Inference only.
+    ``tools/export_onnx.py --output logits`` (or its int8 form) in ONNX Runtime or OpenVINO
+    on the CPU; mmseg's whole-image and sliding-window inference, test-time augmentation and
+    post-processing are EncoderDecoder's own. Inference only.
 
     Config keys: ``onnx_file``, ``num_classes``, ``align_corners`` (of the exported decode
-    head), ``data_preprocessor`` and ``test_cfg`` (the PyTorch model's).
+    head), ``data_preprocessor`` and ``test_cfg`` (the PyTorch model's), ``backend``
+    (``'onnxruntime'``, the default, or ``'openvino'``), ``precision`` (``'fp32'``, or
+    ``'bf16'`` with OpenVINO) and ``threads`` (default: torch's).
     """
 
     def __init__(self, onnx_file: str, num_classes: int, align_corners: bool = False,
                  data_preprocessor: Optional[dict] = None, test_cfg: Optional[dict] = None,
-                 threads: Optional[int] = None) -> None:
+                 threads: Optional[int] = None, backend: str = 'onnxruntime',
+                 precision: str = 'fp32') -> None:
         super(EncoderDecoder, self).__init__(data_preprocessor=data_preprocessor)
-        if not os.path.isfile(onnx_file):
-            raise FileNotFoundError(f'ONNX file not found: {onnx_file}')
-        self.session = ort_session(onnx_file, threads)
-        outputs = [o.name for o in self.session.get_outputs()]
-        if outputs != ['logits']:
-            raise ValueError(f'{onnx_file} outputs {outputs}; testing and the demo need an '
-                             'export with --output logits')
-        height, width = self.session.get_inputs()[0].shape[2:]  # ints where fixed
-        self.fixed_size = (height, width) if isinstance(height, int) else None
+        self.graph = open_graph(onnx_file, backend, precision, threads)
+        if self.graph.output_names != ['logits']:
+            raise ValueError(f'{onnx_file} outputs {self.graph.output_names}; testing and the '
+                             'demo need an export with --output logits')
+        if backend == 'openvino':
+            from mmengine.logging import print_log
+
+            from mmseg_incnext.deploy.openvino_runtime import precision_note
+            print_log(precision_note(self.graph), logger='current')
+        self.fixed_size = self.graph.input_size
         self.onnx_file = onnx_file
+        self.backend = backend
         self.out_channels = num_classes
         self.num_classes = num_classes
         self.align_corners = align_corners
@@ -92,33 +160,37 @@ class OnnxRuntimeSegmentor(EncoderDecoder):
                 f'{self.onnx_file} was exported for {self.fixed_size[0]}x{self.fixed_size[1]} '
                 f'inputs, got {inputs.shape[2]}x{inputs.shape[3]}; export with --dynamic to '
                 'run on other sizes (sliding windows and TTA need it)')
-        return run_images(self.session, inputs)
+        return run_images(self.graph, inputs)
 
     def extract_feat(self, inputs: torch.Tensor):
-        raise NotImplementedError('OnnxRuntimeSegmentor runs the exported graph as a whole')
+        raise NotImplementedError('OnnxSegmentor runs the exported graph as a whole')
 
     def loss(self, inputs, data_samples):
-        raise NotImplementedError('OnnxRuntimeSegmentor is inference-only; train the PyTorch '
-                                  'model')
+        raise NotImplementedError('OnnxSegmentor is inference-only; train the PyTorch model')
 
 
 def onnx_model_cfg(model_cfg: Union[Config, dict], onnx_file: str,
-                   threads: Optional[int] = None) -> dict:
-    """The config of an :class:`OnnxRuntimeSegmentor` standing in for ``model_cfg`` (a
-    config's ``model``), with its pre-processing and test mode."""
+                   threads: Optional[int] = None, backend: str = 'onnxruntime',
+                   precision: str = 'fp32') -> dict:
+    """The config of an :class:`OnnxSegmentor` standing in for ``model_cfg`` (a config's
+    ``model``), with its pre-processing and test mode, running in ``backend`` at
+    ``precision``."""
     head = model_cfg['decode_head']
-    return dict(type='OnnxRuntimeSegmentor', onnx_file=onnx_file,
+    return dict(type='OnnxSegmentor', onnx_file=onnx_file,
                 num_classes=head['num_classes'], align_corners=head.get('align_corners', False),
                 data_preprocessor=model_cfg.get('data_preprocessor'),
-                test_cfg=model_cfg.get('test_cfg', dict(mode='whole')), threads=threads)
+                test_cfg=model_cfg.get('test_cfg', dict(mode='whole')), threads=threads,
+                backend=backend, precision=precision)
 
 
-def init_onnx_model(config: Union[str, Config], onnx_file: str, device: str = 'cpu'):
+def init_onnx_model(config: Union[str, Config], onnx_file: str, device: str = 'cpu',
+                    backend: str = 'onnxruntime', precision: str = 'fp32'):
     """Like ``mmseg.apis.init_model`` for an ONNX file: the config's pre-processing, test
-    mode and dataset classes around the exported graph."""
+    mode and dataset classes around the exported graph, run in ``backend`` at
+    ``precision``."""
     from mmengine.registry import init_default_scope
     cfg = Config.fromfile(config) if isinstance(config, str) else config.copy()
-    cfg.model = onnx_model_cfg(cfg.model, onnx_file)
+    cfg.model = onnx_model_cfg(cfg.model, onnx_file, backend=backend, precision=precision)
     init_default_scope(cfg.get('default_scope', 'mmseg'))
     model = MODELS.build(cfg.model)
     model.cfg = cfg  # mmseg.apis.inference_model reads the test pipeline from it

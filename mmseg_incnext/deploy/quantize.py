@@ -9,6 +9,9 @@ training set, run through the config's test pipeline and the model's data prepro
 test mode (whole images or sliding windows, as the config's ``test_cfg`` says). Then both
 files segment held-out images of the config's validation set, as ``tools/test.py`` does, and
 the int8 file is written only if its labels agree with the fp32 file's on enough pixels.
+The check runs both files in the runtime the model is deployed with (ONNX Runtime, or
+OpenVINO, which runs the same QDQ file); :func:`check_bf16` applies the same check to
+OpenVINO's bf16 inference of the fp32 file.
 """
 import copy
 import importlib
@@ -23,8 +26,8 @@ from mmengine.config import Config
 from mmengine.dataset import pseudo_collate
 
 from mmseg_incnext.utils.atomic_files import atomic_output
-from mmseg_incnext.deploy.onnx_runtime import OnnxRuntimeSegmentor, onnx_model_cfg, \
-    ort_session
+from mmseg_incnext.deploy.onnx_runtime import OnnxSegmentor, onnx_model_cfg, \
+    open_graph, ort_session
 from mmseg_incnext.datasets.config_check import dataloader_datasets
 from mmseg_incnext.datasets.config_check import check_data
 
@@ -93,7 +96,8 @@ class AgreementError(QuantizationError):
 
 @dataclass
 class SelfCheck:
-    """The int8 file against the fp32 file on the held-out images.
+    """The reduced precision (``reduced``: the int8 file, or bf16 inference of the fp32
+    file) against the fp32 file on the held-out images, both run by ``backend``.
 
     ``label_agreement`` is the fraction of pixels (all of them, at the annotations' size)
     where both predict the same class; the mIoUs (%, mmseg's IoUMetric definition) are None
@@ -102,7 +106,9 @@ class SelfCheck:
     images: int
     label_agreement: float
     miou_fp32: Optional[float]
-    miou_int8: Optional[float]
+    miou_reduced: Optional[float]
+    reduced: str = 'int8'
+    backend: str = 'onnxruntime'
 
 
 @dataclass
@@ -146,8 +152,8 @@ def check_fp32_export(path: str) -> None:
             "tools/export_onnx.py (float 'images' in, 'logits' out)")
 
 
-class _InputRecorder(OnnxRuntimeSegmentor):
-    """An :class:`OnnxRuntimeSegmentor` that keeps every input its graph runs on."""
+class _InputRecorder(OnnxSegmentor):
+    """An :class:`OnnxSegmentor` that keeps every input its graph runs on."""
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -158,10 +164,11 @@ class _InputRecorder(OnnxRuntimeSegmentor):
         return super().encode_decode(inputs, batch_img_metas)
 
 
-def _segmentor(cfg: Config, onnx_file: str, cls=OnnxRuntimeSegmentor) -> OnnxRuntimeSegmentor:
+def _segmentor(cfg: Config, onnx_file: str, cls=OnnxSegmentor, backend: str = 'onnxruntime',
+               precision: str = 'fp32') -> OnnxSegmentor:
     """``onnx_file`` inside the config's pre-processing and test mode, as tools/test.py runs
     it."""
-    kwargs = onnx_model_cfg(cfg.model, onnx_file)
+    kwargs = onnx_model_cfg(cfg.model, onnx_file, backend=backend, precision=precision)
     kwargs.pop('type')
     return cls(**kwargs).eval()
 
@@ -218,7 +225,7 @@ def _image_path(item: Tuple[object, int]) -> str:
     return os.path.abspath(dataset.get_data_info(index)['img_path'])
 
 
-def _predict(model: OnnxRuntimeSegmentor, item: Tuple[object, int]):
+def _predict(model: OnnxSegmentor, item: Tuple[object, int]):
     dataset, index = item
     with torch.no_grad():
         return model.test_step(pseudo_collate([dataset[index]]))[0]
@@ -276,17 +283,21 @@ def quantize_graph(fp32_file: str, int8_file: str, inputs: Sequence[np.ndarray],
             calibrate_method=methods[method], extra_options=dict(CalibStridedMinMax=1))
 
 
-def self_check(cfg: Config, fp32_file: str, int8_file: str, items: list,
-               num_classes: int, ignore_index: int = 255) -> SelfCheck:
-    """Segment ``items`` (dataset, index) with both files as mmseg's test does; compare."""
+def self_check(cfg: Config, fp32_file: str, reduced_file: str, items: list,
+               num_classes: int, ignore_index: int = 255, backend: str = 'onnxruntime',
+               precision: str = 'fp32') -> SelfCheck:
+    """Segment ``items`` (dataset, index) as mmseg's test does with ``fp32_file`` in fp32
+    and with ``reduced_file`` (an int8 file, or ``fp32_file`` again with ``precision``
+    bf16) at ``precision``, both in ``backend``; compare."""
     from mmseg.evaluation import IoUMetric
-    fp32, int8 = _segmentor(cfg, fp32_file), _segmentor(cfg, int8_file)
+    fp32 = _segmentor(cfg, fp32_file, backend=backend)
+    reduced = _segmentor(cfg, reduced_file, backend=backend, precision=precision)
     equal = pixels = 0
-    areas = {'fp32': [], 'int8': []}
+    areas = {'fp32': [], 'reduced': []}
     for item in items:
-        results = dict(fp32=_predict(fp32, item), int8=_predict(int8, item))
+        results = dict(fp32=_predict(fp32, item), reduced=_predict(reduced, item))
         labels = {k: r.pred_sem_seg.data[0] for k, r in results.items()}
-        equal += int((labels['fp32'] == labels['int8']).sum())
+        equal += int((labels['fp32'] == labels['reduced']).sum())
         pixels += labels['fp32'].numel()
         if 'gt_sem_seg' in results['fp32']:
             truth = results['fp32'].gt_sem_seg.data[0].to(labels['fp32'])
@@ -301,7 +312,8 @@ def self_check(cfg: Config, fp32_file: str, int8_file: str, items: list,
         iou = IoUMetric.total_area_to_metrics(*totals, metrics=['mIoU'])['IoU']
         return float(np.round(np.nanmean(iou) * 100, 2))
 
-    return SelfCheck(len(items), equal / pixels, miou(areas['fp32']), miou(areas['int8']))
+    return SelfCheck(len(items), equal / pixels, miou(areas['fp32']), miou(areas['reduced']),
+                     'bf16' if precision == 'bf16' else 'int8', backend)
 
 
 def _test_pipeline(cfg: Config) -> list:
@@ -311,8 +323,8 @@ def _test_pipeline(cfg: Config) -> list:
 def quantize_onnx(cfg: Config, fp32_file: str, int8_file: str,
                   calib_images: int = CALIB_IMAGES, val_images: int = VAL_IMAGES,
                   min_agreement: float = MIN_AGREEMENT, seed: int = 0,
-                  method: str = 'minmax', scheme: Int8Scheme = Int8Scheme()
-                  ) -> QuantizationReport:
+                  method: str = 'minmax', scheme: Int8Scheme = Int8Scheme(),
+                  backend: str = 'onnxruntime') -> QuantizationReport:
     """Quantize ``fp32_file`` (an fp32 logits export of the model of ``cfg``) to
     ``int8_file``.
 
@@ -329,6 +341,8 @@ def quantize_onnx(cfg: Config, fp32_file: str, int8_file: str,
             (it falls with the model's uncertainty: docs/deploy.md).
         method: how activation ranges are calibrated, one of :data:`CALIBRATION_METHODS`.
         scheme: the int8 graph's form (:class:`Int8Scheme`).
+        backend: the runtime that runs both files in the self-check (``'onnxruntime'`` or
+            ``'openvino'``); calibration runs in ONNX Runtime.
 
     The file is written under a temporary name beside ``int8_file`` and renamed only if the
     check passed; otherwise :class:`AgreementError` gives the figures and no file is left.
@@ -344,36 +358,79 @@ def quantize_onnx(cfg: Config, fp32_file: str, int8_file: str,
                          'another --out')
     quantization_api()
     check_fp32_export(fp32_file)
+    open_graph(fp32_file, backend)  # a backend that cannot run here fails before calibrating
     init_default_scope(cfg.get('default_scope', 'mmseg'))
     pipeline = _test_pipeline(cfg)
     training = _indexed(_datasets(cfg, 'train_dataloader', pipeline))
     calibration = _draw(training, calib_images, seed)
-    val_loader = 'val_dataloader' if cfg.get('val_dataloader') else 'test_dataloader'
     used: Set[str] = {_image_path(item) for item in calibration}
+    check_items, num_classes, ignore_index = _check_images(cfg, pipeline, val_images, seed, used)
+
+    inputs = _calibration_inputs(cfg, fp32_file, calibration)
+    with atomic_output(int8_file) as tmp:
+        quantize_graph(fp32_file, tmp, inputs, method, scheme)
+        check = self_check(cfg, fp32_file, tmp, check_items, num_classes, ignore_index,
+                           backend)
+        if check.label_agreement < min_agreement:
+            raise AgreementError(f'{describe_check(check)}, below --min-agreement '
+                                 f'{100 * min_agreement:.2f}%{describe_mious(check)}; no file '
+                                 'written')
+    return QuantizationReport(method, seed, len(calibration), len(inputs), len(training), check)
+
+
+def _check_images(cfg: Config, pipeline: list, count: int, seed: int, used: Set[str]):
+    """``count`` images of the validation set (else the test set) drawn with ``seed`` from
+    those not in ``used``; the number of classes and the evaluator's ``ignore_index``."""
+    val_loader = 'val_dataloader' if cfg.get('val_dataloader') else 'test_dataloader'
     held_out = [item for item in _indexed(_datasets(cfg, val_loader, pipeline))
                 if _image_path(item) not in used]
     if not held_out:
         raise CalibrationDataError(f'every image of {val_loader} is a calibration image; '
                                    'the self-check needs held-out images')
-    check_items = _draw(held_out, val_images, seed)
+    items = _draw(held_out, count, seed)
     evaluator = cfg.get(val_loader.replace('dataloader', 'evaluator')) or {}
     ignore_index = evaluator.get('ignore_index', 255) if isinstance(evaluator, dict) else 255
-    num_classes = len(check_items[0][0].metainfo['classes'])
+    return items, len(items[0][0].metainfo['classes']), ignore_index
 
-    inputs = _calibration_inputs(cfg, fp32_file, calibration)
-    with atomic_output(int8_file) as tmp:
-        quantize_graph(fp32_file, tmp, inputs, method, scheme)
-        check = self_check(cfg, fp32_file, tmp, check_items, num_classes, ignore_index)
-        if check.label_agreement < min_agreement:
-            raise AgreementError(
-                f'int8 labels equal the fp32 labels on {100 * check.label_agreement:.2f}% of '
-                f'the pixels of {check.images} held-out images, below --min-agreement '
-                f'{100 * min_agreement:.2f}%{describe_mious(check)}; no file written')
-    return QuantizationReport(method, seed, len(calibration), len(inputs), len(training), check)
+
+def check_bf16(cfg: Config, fp32_file: str, val_images: int = VAL_IMAGES,
+               min_agreement: float = MIN_AGREEMENT, seed: int = 0) -> SelfCheck:
+    """The self-check of :func:`quantize_onnx` for OpenVINO's bf16 inference of
+    ``fp32_file``: ``val_images`` validation images drawn with ``seed``, segmented in bf16
+    and in fp32 (both OpenVINO); :class:`AgreementError` below ``min_agreement``. No file
+    is written: bf16 is a setting of the runtime (``--precision bf16``)."""
+    from mmengine.registry import init_default_scope
+    if val_images < 1:
+        raise ValueError(f'val_images must be >= 1, got {val_images}')
+    if not os.path.isfile(fp32_file):
+        raise ModelNotFoundError(f'ONNX file not found: {fp32_file}')
+    outputs = open_graph(fp32_file, 'openvino').output_names
+    if outputs != ['logits']:
+        raise NotQuantizableError(f'{fp32_file} outputs {outputs}; the check compares logits '
+                                  'inside mmseg\'s test: export with --output logits')
+    init_default_scope(cfg.get('default_scope', 'mmseg'))
+    items, num_classes, ignore_index = _check_images(cfg, _test_pipeline(cfg), val_images,
+                                                     seed, set())
+    check = self_check(cfg, fp32_file, fp32_file, items, num_classes, ignore_index,
+                       'openvino', 'bf16')
+    if check.label_agreement < min_agreement:
+        raise AgreementError(f'{describe_check(check)}, below --min-agreement '
+                             f'{100 * min_agreement:.2f}%{describe_mious(check)}')
+    return check
 
 
 def describe_mious(check: SelfCheck) -> str:
     """The self-check's mIoUs as printed after its agreement."""
     if check.miou_fp32 is None:
         return ' (no annotations, no mIoU)'
-    return f' (mIoU fp32 {check.miou_fp32:.2f}, int8 {check.miou_int8:.2f})'
+    return f' (mIoU fp32 {check.miou_fp32:.2f}, {check.reduced} {check.miou_reduced:.2f})'
+
+
+def describe_check(check: SelfCheck) -> str:
+    """E.g. ``int8 labels equal the fp32 labels on 99.75% of the pixels of 4 held-out
+    images``, naming the backend when it is OpenVINO (:func:`describe_mious` gives the
+    mIoUs)."""
+    where = ' (OpenVINO)' if check.backend == 'openvino' else ''
+    return (f'{check.reduced} labels equal the fp32 labels{where} on '
+            f'{100 * check.label_agreement:.2f}% of the pixels of {check.images} held-out '
+            'images')

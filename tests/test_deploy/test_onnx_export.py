@@ -83,7 +83,7 @@ def test_a_frozen_shape_fails_verification_and_leaves_no_file(tmp_path, monkeypa
 
 
 def test_labels_output_and_static_export(tmp_path):
-    from mmseg_incnext.deploy.onnx_runtime import OnnxRuntimeSegmentor, ort_session
+    from mmseg_incnext.deploy.onnx_runtime import OnnxSegmentor, ort_session
     model = segmentor('configs/fpn/incnext_t_ade20k.py')
     labels_path = tmp_path / 'labels.onnx'
     (result, ) = export_onnx(model, str(labels_path), shape=(64, 96), dynamic=False,
@@ -93,30 +93,18 @@ def test_labels_output_and_static_export(tmp_path):
     labels = ort_session(str(labels_path)).run(None, {'images': x.numpy()})[0]
     assert labels.shape == (1, 64, 96) and labels.dtype == np.int64
     with pytest.raises(ValueError, match='--output logits'):
-        OnnxRuntimeSegmentor(str(labels_path), num_classes=150)
+        OnnxSegmentor(str(labels_path), num_classes=150)
     logits_path = tmp_path / 'logits.onnx'
     export_onnx(model, str(logits_path), shape=(64, 96), dynamic=False)
-    runner = OnnxRuntimeSegmentor(str(logits_path), num_classes=150)
+    runner = OnnxSegmentor(str(logits_path), num_classes=150)
     assert runner.encode_decode(x, []).shape == (1, 150, 64, 96)
     with pytest.raises(ValueError, match='exported for 64x96 inputs.*--dynamic'):
         runner.encode_decode(torch.randn(1, 3, 64, 64), [])
 
 
-@pytest.fixture(scope='module')
-def demo_onnx(demo_run, tmp_path_factory):
-    work, _ = demo_run
-    path = tmp_path_factory.mktemp('onnx') / 'demo.onnx'
-    result = subprocess.run(
-        [sys.executable, 'tools/export_onnx.py', DEMO_CONFIG, str(work / 'iter_40.pth'),
-         '--out', str(path), '--shape', '128', '128', '--dynamic'],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=HUNG_AFTER_S)
-    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    assert len(re.findall(r'labels equal', result.stdout)) == 3
-    return path
-
-
 def test_onnx_miou_equals_pytorch_whole_slide_and_tta(demo_run, demo_onnx, tmp_path):
     work, _ = demo_run
+    demo_onnx, _ = demo_onnx
     data = ['--cfg-options', f'test_dataloader.dataset.data_root={work / "data"}']
     slide = ['model.test_cfg.mode=slide', 'model.test_cfg.crop_size=(64,64)',
              'model.test_cfg.stride=(48,48)']
@@ -140,6 +128,7 @@ def test_onnx_miou_equals_pytorch_whole_slide_and_tta(demo_run, demo_onnx, tmp_p
 def test_image_demo_runs_the_onnx_file(demo_run, demo_onnx, tmp_path):
     import cv2
     work, _ = demo_run
+    demo_onnx, _ = demo_onnx
     image = sorted((work / 'data' / 'images' / 'validation').iterdir())[0]
     outputs = {}
     for name, model in (('pth', work / 'iter_40.pth'), ('onnx', demo_onnx)):

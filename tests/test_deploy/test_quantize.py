@@ -4,7 +4,6 @@ asked for, and the named errors."""
 import os
 import re
 import shutil
-import subprocess
 import sys
 
 import pytest
@@ -12,21 +11,15 @@ import pytest
 pytest.importorskip('onnxruntime')
 
 from mmseg_incnext.deploy import quantize  # noqa: E402
-from tests.helpers import HUNG_AFTER_S, REPO_ROOT, miou  # noqa: E402
+from tests.helpers import miou  # noqa: E402
+from tests.test_deploy.conftest import (DEMO_CONFIG, LOADERS, data_options,  # noqa: E402
+                                        run_tool)
 
-DEMO_CONFIG = os.path.join(REPO_ROOT, 'configs', 'demo', 'incnext_atto_fpn_synthetic.py')
 # Loss of the 40-iteration demo model (fp32 64.41 on its 4 held-out images) with 8
 # calibration images: 0.1-0.6 mIoU over seeds and methods; bound with margin.
 MAX_MIOU_LOSS = 1.5
 SELF_CHECK = re.compile(r'self-check on (\d+) held-out images: int8 labels equal fp32 on '
                         r'([0-9.]+)% of the pixels \(mIoU fp32 ([0-9.]+), int8 ([0-9.]+)\)')
-
-
-LOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
-
-
-def data_options(data_root):
-    return [f'{loader}.dataset.data_root={data_root}' for loader in LOADERS]
 
 
 def demo_cfg(data_root):
@@ -37,38 +30,10 @@ def demo_cfg(data_root):
     return cfg
 
 
-def run_tool(*args):
-    return subprocess.run([sys.executable, *args], cwd=REPO_ROOT, capture_output=True,
-                          text=True, timeout=HUNG_AFTER_S)
-
-
 @pytest.fixture(scope='module')
-def demo_model(demo_run):
-    from mmseg.apis import init_model
-
-    import mmseg_incnext.utils.stack_fixes  # noqa: F401  (safe checkpoint reading)
-    work, _ = demo_run
-    return init_model(DEMO_CONFIG, str(work / 'iter_40.pth'), device='cpu')
-
-
-@pytest.fixture(scope='module')
-def fp32_onnx(demo_model, tmp_path_factory):
-    from mmseg_incnext.deploy.onnx_export import export_onnx
-    path = tmp_path_factory.mktemp('fp32') / 'demo.onnx'
-    export_onnx(demo_model, str(path), shape=(128, 128), dynamic=True)
-    return path
-
-
-@pytest.fixture(scope='module')
-def quantized(demo_run, fp32_onnx, tmp_path_factory):
-    """tools/quantize_onnx.py on 8 training images, checked on the 4 validation images."""
-    work, _ = demo_run
-    out = tmp_path_factory.mktemp('int8') / 'demo_int8.onnx'
-    result = run_tool('tools/quantize_onnx.py', DEMO_CONFIG, str(fp32_onnx), '--out', str(out),
-                      '--calib-images', '8', '--val-images', '4', '--cfg-options',
-                      *data_options(work / 'data'))
-    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    return out, result.stdout
+def fp32_onnx(demo_onnx):
+    """The demo model's fp32 export (tests/test_deploy/conftest.py)."""
+    return demo_onnx[0]
 
 
 def test_self_check_prints_agreement_and_both_mious(demo_run, fp32_onnx, quantized):

@@ -13,7 +13,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 
 from mmseg_incnext.runner.benchmark.contenders import (backbone_comparisons, onnx_comparisons,
-                                                segmentor_comparisons)
+                                                openvino_comparisons, segmentor_comparisons)
 from mmseg_incnext.runner.benchmark.report import (control_gaps, format_control_gaps,
                                             format_ratios_over_runs, format_table, is_quiet,
                                             ratios_over_runs, report_upernet_bound, summarise)
@@ -41,6 +41,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument('--onnx', action='store_true',
                    help='segmentor level: ONNX Runtime against PyTorch eager (inference); '
                         'needs pip install -e .[deploy]')
+    p.add_argument('--openvino', action='store_true',
+                   help='segmentor level: OpenVINO (fp32, bf16, the int8 file) beside ONNX '
+                        'Runtime and PyTorch eager (inference); needs pip install -e '
+                        '.[deploy,openvino]')
     p.add_argument('--int8-variants', action='store_true',
                    help='with --onnx: also time the other int8 forms (QOperator, per-tensor '
                         'weights, parts left in float) against the default int8 file')
@@ -74,12 +78,17 @@ def input_shape(long_side: int) -> Tuple[int, int]:
     return (long_side, long_side) if long_side <= 512 else (512, long_side)
 
 
-def machine() -> dict:
+def machine(openvino: bool = False) -> dict:
     """What torch reports about the machine it runs on: version, the vector instruction
-    set its CPU kernels use, the oneDNN it was built with, and its threads."""
-    return dict(torch=torch.__version__, cpu_capability=torch.backends.cpu.get_cpu_capability(),
+    set its CPU kernels use, the oneDNN it was built with, and its threads; with
+    ``openvino``, OpenVINO's CPU capabilities (whether bf16 is native)."""
+    host = dict(torch=torch.__version__, cpu_capability=torch.backends.cpu.get_cpu_capability(),
                 onednn='.'.join(map(str, onednn_version())) or None,
                 threads=torch.get_num_threads())
+    if openvino:
+        from mmseg_incnext.deploy.openvino_runtime import cpu_capabilities
+        host['openvino_cpu_capabilities'] = cpu_capabilities()
+    return host
 
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:
@@ -90,20 +99,32 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     segmentor = args.level == 'segmentor'
     batches = args.batch or [2 if segmentor else 8]
     shapes = [input_shape(s) for s in args.sizes or ([512] if segmentor else [224])]
-    if args.onnx and not segmentor:
-        raise SystemExit('--onnx compares whole segmentors: add --level segmentor')
+    if (args.onnx or args.openvino) and not segmentor:
+        raise SystemExit('--onnx and --openvino compare whole segmentors: add --level '
+                         'segmentor')
+    if args.openvino:
+        from mmseg_incnext.deploy.onnx_runtime import check_backend
+        try:
+            check_backend('openvino')
+        except ImportError as err:
+            raise SystemExit(str(err))
     if args.int8_variants and not args.onnx:
         raise SystemExit('--int8-variants compares ONNX Runtime int8 files: add --onnx')
     onnx = onnx_comparisons(args.int8_variants) if args.onnx else []
+    onnx += openvino_comparisons() if args.openvino else []
     comparisons = select(segmentor_comparisons() + onnx
                          if segmentor else backbone_comparisons(args.arch), args.only)
     models = list(dict.fromkeys(m for c in comparisons for m in c.models))
-    host = machine()
+    host = machine(args.openvino)
     result = dict(args=vars(args), device=str(device), **host, runs=[])
     print(f"torch {host['torch']}, CPU {host['cpu_capability']}, oneDNN "
           f"{host['onednn'] or 'none'}, device {device}, threads {host['threads']}, batch "
           f'{batches}, amp {args.amp}, warmup {args.warmup}, repeats {args.repeats} x '
           f'{args.iters} iters (interleaved)')
+    if args.openvino:
+        capabilities = host['openvino_cpu_capabilities']
+        print(f'OpenVINO CPU capabilities {", ".join(capabilities)}: bf16 rows run '
+              + ('bf16 (native)' if 'BF16' in capabilities else 'fp32 (no native bf16 here)'))
     limit = args.max_control_gap
     if limit is not None and not any(c.controls for c in comparisons):
         raise SystemExit('--max-control-gap needs a control pair: keep a model and its '

@@ -3,8 +3,8 @@
 Backbones: ours (as built, without its output norms, switched to deploy, and control copies) against
 timm's InceptionNeXt, ConvNeXt-T (timm and mmpretrain) and ResNet-50. Segmentors: our
 UperNet and FPN configs against the same heads on timm's InceptionNeXt-T and on ConvNeXt-T,
-the backbones alone inside UperNet, and our segmentors exported to ONNX Runtime in fp32
-and int8.
+the backbones alone inside UperNet, and our segmentors exported to ONNX and run by ONNX
+Runtime (fp32, int8) and OpenVINO (fp32, bf16, the same int8 file).
 The segmentors are built from this checkout's ``configs/``.
 """
 import os
@@ -140,19 +140,21 @@ def onnx_file(config: str, scheme: Optional['Int8Scheme'] = None, output: str = 
 
 
 def onnx_runtime_spec(name: str, config: str, scheme: Optional['Int8Scheme'] = None,
-                      features: Optional[Callable[[nn.Module], Features]] = None
-                      ) -> ModelSpec:
-    """:func:`onnx_file` run by ONNX Runtime (as ``tools/test.py`` runs an export), timed
-    by ``features`` (default :func:`onnx_logits`); inference only."""
+                      features: Optional[Callable[[nn.Module], Features]] = None,
+                      backend: str = 'onnxruntime', precision: str = 'fp32') -> ModelSpec:
+    """:func:`onnx_file` run by ``backend`` at ``precision`` (as ``tools/test.py`` runs an
+    export), timed by ``features`` (default :func:`onnx_logits`); inference only."""
     def build() -> nn.Module:
         from mmengine.config import Config
 
-        from mmseg_incnext.deploy.onnx_runtime import OnnxRuntimeSegmentor
+        from mmseg_incnext.deploy.onnx_runtime import OnnxSegmentor
         head = Config.fromfile(os.path.join(REPO_ROOT, config)).model.decode_head
-        return OnnxRuntimeSegmentor(onnx_file(config, scheme), head.num_classes,
-                                    head.align_corners)
+        return OnnxSegmentor(onnx_file(config, scheme), head.num_classes,
+                             head.align_corners, backend=backend, precision=precision)
+    profile = partial(onnx_op_seconds, config, scheme, 'logits') \
+        if backend == 'onnxruntime' else None
     return ModelSpec(name, build, features or onnx_logits, modes=('infer', ),
-                     op_seconds=partial(onnx_op_seconds, config, scheme, 'logits'))
+                     op_seconds=profile)
 
 
 def onnx_logits(model: nn.Module) -> Features:
@@ -172,12 +174,12 @@ class OnnxLabels(nn.Module):
 
     def __init__(self, onnx_path: str) -> None:
         super().__init__()
-        from mmseg_incnext.deploy.onnx_runtime import ort_session
-        self.session = ort_session(onnx_path)
+        from mmseg_incnext.deploy.onnx_runtime import open_graph
+        self.graph = open_graph(onnx_path)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         from mmseg_incnext.deploy.onnx_runtime import run_images
-        return run_images(self.session, images)
+        return run_images(self.graph, images)
 
 
 def onnx_labels_spec(name: str, config: str) -> ModelSpec:
@@ -304,6 +306,30 @@ def onnx_comparisons(variants: bool = False) -> List[Comparison]:
                            for scheme in int8_variants())
             comparisons.append(Comparison(f'{name}, int8 forms', (int8, control) + others,
                                           {'int8 default': (int8, )}, ((int8, control), )))
+    return comparisons
+
+
+def openvino_comparisons() -> List[Comparison]:
+    """Per head, OpenVINO running the fp32 file in fp32 and in bf16 (fp32 where the CPU has
+    no native bf16: the benchmark's first line says which) and the ONNX Runtime int8 file
+    (with a control copy), against the eager path and ONNX Runtime's fp32 and int8."""
+    from mmseg_incnext.deploy.quantize import Int8Scheme
+    comparisons = []
+    for name, config, eager in (('UperNet', UPERNET, UPERNET_OURS), ('FPN', FPN, FPN_OURS)):
+        ort_fp32 = onnx_runtime_spec(f'{name}-T (ours, ONNX Runtime)', config)
+        ort_int8 = onnx_runtime_spec(f'{name}-T (ours, ONNX Runtime int8)', config,
+                                     Int8Scheme())
+
+        def openvino(label: str, scheme=None, precision='fp32', suffix='') -> ModelSpec:
+            return onnx_runtime_spec(f'{name}-T (ours, OpenVINO {label}){suffix}', config,
+                                     scheme, backend='openvino', precision=precision)
+        fp32, bf16 = openvino('fp32'), openvino('bf16', precision='bf16')
+        int8 = openvino('int8', Int8Scheme())
+        control = openvino('int8', Int8Scheme(), suffix=' control copy')
+        comparisons.append(Comparison(
+            f'{name}, OpenVINO', (eager, ort_fp32, ort_int8, fp32, bf16, int8, control),
+            {'PyTorch': (eager, ), 'ORT fp32': (ort_fp32, ), 'ORT int8': (ort_int8, )},
+            ((int8, control), )))
     return comparisons
 
 

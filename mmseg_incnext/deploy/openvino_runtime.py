@@ -1,0 +1,90 @@
+"""OpenVINO on the CPU: the second runtime of :class:`~.onnx_runtime.OnnxSegmentor`
+(``backend='openvino'``). OpenVINO reads our ONNX files itself, the QDQ int8 files of
+:mod:`.quantize` included (it runs their quantized nodes as integer kernels); needs the
+``openvino`` extra: ``pip install -e .[openvino]``.
+
+Its CPU plugin computes in the precision of the ``INFERENCE_PRECISION_HINT`` property,
+which this module always sets: f32 for ``precision='fp32'``, bf16 for ``'bf16'``. On a CPU
+without native bf16 (no ``BF16`` among the plugin's ``OPTIMIZATION_CAPABILITIES``) OpenVINO
+compiles a bf16 request in f32; :attr:`OpenVINOGraph.runs_in` reads the precision back
+from the compiled model, and :func:`precision_note` says which of the two happened.
+"""
+from typing import List, Optional, Tuple
+
+import numpy as np
+import torch
+
+PRECISIONS = ('fp32', 'bf16')
+_HINTS = dict(fp32='f32', bf16='bf16')  # OpenVINO's element type names
+_NAMES = {'f32': 'fp32', 'bf16': 'bf16', 'f16': 'fp16'}
+
+
+def openvino_api():
+    """The ``openvino`` module, or an ImportError that says how to install it."""
+    try:
+        import openvino
+    except ImportError as err:
+        raise ImportError(f'the openvino backend needs the openvino package, which cannot be '
+                          f'imported here ({err}): pip install -e .[openvino]') from err
+    return openvino
+
+
+def cpu_capabilities() -> List[str]:
+    """OpenVINO's ``OPTIMIZATION_CAPABILITIES`` of the CPU (e.g. FP32, INT8, BF16)."""
+    return list(openvino_api().Core().get_property('CPU', 'OPTIMIZATION_CAPABILITIES'))
+
+
+def bf16_is_native() -> bool:
+    """Whether OpenVINO's CPU plugin computes bf16 natively on this machine."""
+    return 'BF16' in cpu_capabilities()
+
+
+class OpenVINOGraph:
+    """An ONNX file compiled by OpenVINO for the CPU: ``run(array)`` maps the ``images``
+    input (NCHW float32) to the first output.
+
+    ``precision``: ``'fp32'`` or ``'bf16'``, set as ``INFERENCE_PRECISION_HINT``;
+    ``threads``: ``INFERENCE_NUM_THREADS`` (default: torch's). ``runs_in`` is the precision
+    the compiled model reports, ``input_size`` the fixed (H, W) of the input or None.
+    """
+
+    def __init__(self, path: str, precision: str = 'fp32', threads: Optional[int] = None
+                 ) -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f'OpenVINO precision must be one of {PRECISIONS}, got '
+                             f'{precision!r}')
+        ov = openvino_api()
+        core = ov.Core()
+        model = core.read_model(path)
+        self.output_names = [output.get_any_name() for output in model.outputs]
+        shape = model.inputs[0].get_partial_shape()
+        self.input_size: Optional[Tuple[int, int]] = (
+            (shape[2].get_length(), shape[3].get_length())
+            if shape.rank.is_static and shape[2].is_static and shape[3].is_static else None)
+        self.compiled = core.compile_model(model, 'CPU', {
+            'INFERENCE_PRECISION_HINT': _HINTS[precision],
+            'INFERENCE_NUM_THREADS': threads or torch.get_num_threads(),
+            'PERFORMANCE_HINT': 'LATENCY'})
+        self.request = self.compiled.create_infer_request()
+        self.precision = precision
+        hint = self.compiled.get_property('INFERENCE_PRECISION_HINT').get_type_name()
+        self.runs_in = _NAMES.get(hint, hint)
+
+    def run(self, array: np.ndarray) -> np.ndarray:
+        # copied out: the request reuses its output buffer on the next run
+        return np.array(self.request.infer({0: array})[0], copy=True)
+
+
+def precision_note(graph: OpenVINOGraph) -> str:
+    """One line: the precision asked for and the one OpenVINO compiled, and, for bf16,
+    whether the CPU has it natively (with torch's name for the CPU's vector instructions)."""
+    note = f'OpenVINO CPU: {graph.precision} asked, compiled in {graph.runs_in}'
+    if graph.precision != 'bf16':
+        return note
+    capabilities = cpu_capabilities()
+    machine = (f'{torch.backends.cpu.get_cpu_capability()}; OpenVINO CPU capabilities '
+               f'{", ".join(capabilities)}')
+    if 'BF16' in capabilities and graph.runs_in == 'bf16':
+        return f'{note} (bf16 native on this CPU: {machine})'
+    return (f'{note}: this CPU has no native bf16 ({machine}), so the bf16 run is an fp32 '
+            'run here')
