@@ -26,15 +26,15 @@ test:
 	$(MAKE) -j3 --output-sync=target test-legacy test-mmdeploy test-with-cross-stack
 
 test-with-cross-stack: setup setup-legacy
-	MMSEG_INCNEXT_LEGACY_PYTHON=$(abspath $(LEGACY_PY)) $(PY) -m pytest tests -q
+	MMSEG_INCNEXT_LEGACY_PYTHON=$(abspath $(LEGACY_PY)) $(PY) -m pytest tests -q --durations=15
 
 test-current: setup
-	$(PY) -m pytest tests -q
+	$(PY) -m pytest tests -q --durations=15
 
 # torch 2.1 + numpy 1.26: the whole suite but the stack-independent tests and the
 # cross-stack ones, which the current stack's run drives with both interpreters.
 test-legacy: setup-legacy
-	$(LEGACY_PY) -m pytest tests -q -m "not current_stack_only and not stack_independent"
+	$(LEGACY_PY) -m pytest tests -q --durations=15 -m "not current_stack_only and not stack_independent"
 
 # mmdeploy's export and its ONNX Runtime backend and SDK against PyTorch (the other stacks
 # skip tests/test_deploy/test_mmdeploy.py: they have no mmdeploy).
