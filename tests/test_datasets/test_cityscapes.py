@@ -156,7 +156,7 @@ def test_rerun_skips_equal_files_and_refuses_different_ones(raw, archives, tmp_p
 
 
 def test_synthetic_tool_and_in_place_conversion(tmp_path):
-    """The README's commands: tools/make_synthetic_cityscapes.py, then
+    """docs/recipes.md's commands: tools/make_synthetic_cityscapes.py, then
     tools/prepare_cityscapes.py converting the unpacked folder in place."""
     root = str(tmp_path / 'cityscapes')
     made = subprocess.run([sys.executable, 'tools/make_synthetic_cityscapes.py', root,
