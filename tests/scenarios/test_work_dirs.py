@@ -16,6 +16,10 @@ from mmseg_incnext.utils.checkpoint_safety import CheckpointError, UnsafeCheckpo
 from mmseg_incnext.runner.complexity import PAPER_MODEL_SIZES
 from tests.helpers import HUNG_AFTER_S, MMSEG_TOOLS, REPO_ROOT, write_tiny_config
 
+# Stack-independent (mmengine's and mmseg's work-dir logic, the same versions on both
+# stacks): run once, by the current stack.
+pytestmark = pytest.mark.stack_independent
+
 TRAIN_TOOLS = {'ours': os.path.join(REPO_ROOT, 'tools', 'train.py'),
                'mmseg': os.path.join(MMSEG_TOOLS, 'train.py')}
 # Every training config (mmdeploy's deploy configs under configs/deploy/ are not ones).
@@ -29,8 +33,6 @@ FPN, UPERNET = 'configs/fpn/incnext_t_ade20k.py', 'configs/upernet/incnext_t_ade
 DRIVER = '''
 import json, os, runpy, sys
 
-# Stack-independent (mmengine's and mmseg's work-dir and resume logic, the same versions on both stacks): run once, by the current stack.
-pytestmark = pytest.mark.stack_independent
 tool = sys.argv[1]
 sys.path.insert(0, os.path.dirname(tool))  # as `python tool` has it
 for args in json.loads(sys.argv[2]):

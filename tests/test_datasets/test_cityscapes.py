@@ -20,7 +20,7 @@ from mmseg_incnext.datasets.config_check import check_data, split_specs
 from mmseg_incnext.datasets.synthetic import make_synthetic_cityscapes, zip_synthetic_cityscapes
 from tests.helpers import HUNG_AFTER_S, MMSEG_TOOLS, REPO_ROOT, miou, run_tool as run
 
-# Stack-independent (label tables and file conversion (cityscapesscripts, numpy, PIL)): run once, by the current stack.
+# Stack-independent (label tables and file conversion): run once, by the current stack.
 pytestmark = pytest.mark.stack_independent
 
 MMSEG_DIR = os.path.dirname(__import__('mmseg').__file__)

@@ -25,7 +25,8 @@ from mmseg_incnext.runner.benchmark.timing import measure
 from mmseg_incnext.utils.compat import onednn_version
 from tests.helpers import HUNG_AFTER_S, REPO_ROOT
 
-# Stack-independent (the report and its options; the timed models are the same modules either stack tests): run once, by the current stack.
+# Stack-independent (the report and its options; the models it times are tested on both
+# stacks): run once, by the current stack.
 pytestmark = pytest.mark.stack_independent
 
 
