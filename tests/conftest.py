@@ -23,25 +23,6 @@ def launchers_run_this_python():
     os.environ['PYTHON'] = sys.executable
 
 
-@pytest.fixture
-def tiles(monkeypatch):
-    """Tile every MLP, 13 pixels a tile (so maps end in a partial tile); counts the tiled
-    calls, so a test can check that the tiled path really ran."""
-    import mmseg_incnext.models.backbones.pointwise_mlp as pointwise
-    calls = []
-    tiled = pointwise._tiled_mlp
-
-    def counting(*args, **kwargs):
-        calls.append(args[0].shape)
-        return tiled(*args, **kwargs)
-
-    monkeypatch.setattr(pointwise, 'TILE_ABOVE_BYTES', 0)
-    monkeypatch.setattr(pointwise, 'NARROW_TILE_ABOVE_BYTES', 0)
-    monkeypatch.setattr(pointwise, 'TILE_ROWS', 13)
-    monkeypatch.setattr(pointwise, '_tiled_mlp', counting)
-    return calls
-
-
 @pytest.fixture(scope='session')
 def tiny_ade20k(tmp_path_factory):
     """Varied image sizes, every label value 0..150 present somewhere, 6 train / 3 val."""

@@ -12,6 +12,7 @@ from mmengine.config import Config
 
 from mmseg.models.segmentors import EncoderDecoder
 from mmseg.registry import DATASETS, MODELS
+from mmseg_incnext.deploy.runtime_packages import import_runtime
 
 
 BACKENDS = ('onnxruntime', 'openvino')
@@ -20,22 +21,12 @@ BACKENDS = ('onnxruntime', 'openvino')
 PRECISIONS = dict(onnxruntime=('fp32', ), openvino=('fp32', 'bf16'))
 
 
-def onnxruntime_api():
-    """The ``onnxruntime`` module, or an ImportError that says how to install it."""
-    try:
-        import onnxruntime
-    except ImportError as err:
-        raise ImportError(f'the onnxruntime backend needs the onnxruntime package, which '
-                          f'cannot be imported here ({err}): pip install -e .[deploy]') from err
-    return onnxruntime
-
-
 def ort_session(path: str, threads: Optional[int] = None,
                 profile_prefix: Optional[str] = None):
     """An ONNX Runtime CPU session with all graph optimisations; ``threads`` intra-op
     threads (default: torch's); with ``profile_prefix``, ONNX Runtime's profiler on, its
     file named from that prefix."""
-    onnxruntime = onnxruntime_api()
+    onnxruntime = import_runtime('onnxruntime', 'deploy')
     options = onnxruntime.SessionOptions()
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads or torch.get_num_threads()
@@ -70,11 +61,7 @@ def check_backend(backend: str, precision: str = 'fp32') -> None:
         raise ValueError(f'the {backend} backend runs precisions {PRECISIONS[backend]}, got '
                          f'{precision!r}' + (' (bf16 runs in --backend openvino)'
                                              if precision == 'bf16' else ''))
-    if backend == 'openvino':
-        from mmseg_incnext.deploy.openvino_runtime import openvino_api
-        openvino_api()
-    else:
-        onnxruntime_api()
+    import_runtime(backend, 'openvino' if backend == 'openvino' else 'deploy')
 
 
 def open_graph(path: str, backend: str = 'onnxruntime', precision: str = 'fp32',

@@ -14,6 +14,8 @@ from typing import List, Optional, Tuple
 import numpy as np
 import torch
 
+from mmseg_incnext.deploy.runtime_packages import import_runtime
+
 PRECISIONS = ('fp32', 'bf16')
 _HINTS = dict(fp32='f32', bf16='bf16')  # OpenVINO's element type names
 _NAMES = {'f32': 'fp32', 'bf16': 'bf16', 'f16': 'fp16'}
@@ -21,12 +23,7 @@ _NAMES = {'f32': 'fp32', 'bf16': 'bf16', 'f16': 'fp16'}
 
 def openvino_api():
     """The ``openvino`` module, or an ImportError that says how to install it."""
-    try:
-        import openvino
-    except ImportError as err:
-        raise ImportError(f'the openvino backend needs the openvino package, which cannot be '
-                          f'imported here ({err}): pip install -e .[openvino]') from err
-    return openvino
+    return import_runtime('openvino', 'openvino')
 
 
 def cpu_capabilities() -> List[str]:
