@@ -140,9 +140,10 @@ def test_losing_a_rank_ends_the_job_and_dist_resume_and_test_work(tmp_path, tiny
     assert latest_complete_checkpoint(str(work)) == str(work / 'iter_2.pth')
 
     resumed = config_with(tmp_path, tiny_ade20k, released_weights('atto'), iters=4)
+    # unbuffered: each rank's log lines reach the shared pipe whole
     out = run_tool(['bash', 'tools/dist_train.sh', resumed, '2', '--work-dir', str(work),
                     '--resume', '--auto-scale-lr'],
-                   env=dict(PORT=str(free_port()), OMP_NUM_THREADS='1'))
+                   env=dict(PORT=str(free_port()), OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1'))
     assert 'resumed epoch: 0, iter: 2' in out
     assert 'Distributed training: True' in out and 'GPU number: 2' in out  # world size
     # 2 processes x 2 images against the paper's 32: the lr is scaled by 4 / 32.
