@@ -11,6 +11,10 @@ Each table gives ratios against its references (timm's InceptionNeXt, ConvNeXt-T
 control pair (two copies of the same model) shows the noise; with ``--max-control-gap``
 a run whose pair ran further apart is measured again and does not count. The first line
 names the machine as torch reports it (version, CPU capability, oneDNN, threads).
+With ``--onnx`` or ``--openvino`` each inference table is followed by its hardware floor:
+the segmentor's MACs over the CPU's peak in each contender's number format, as a large
+matrix product measured here gives it (:mod:`mmseg_incnext.runner.benchmark.floor`);
+``--profile N`` then says where the time above the floor goes.
 The work is done by :mod:`mmseg_incnext.runner.benchmark`, one module per concern.
 
 Examples::

@@ -85,10 +85,18 @@ def run_images(graph, images: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(graph.run(array)).to(images.device)
 
 
-def op_type_seconds(path: str, images: torch.Tensor) -> Dict[str, float]:
-    """Seconds ONNX Runtime's kernels of each op type took in one run of ``path`` on
-    ``images``, after a warm-up run (its profiler; the op types are the optimised graph's,
-    e.g. ``QLinearConv`` in an int8 file)."""
+def op_type_seconds(path: str, images: torch.Tensor, backend: str = 'onnxruntime',
+                    precision: str = 'fp32') -> Dict[str, float]:
+    """Seconds the kernels of each op type took in one run of ``path`` on ``images`` in
+    ``backend``, after a warm-up run (the runtime's profiler; the op types are the optimised
+    graph's, e.g. ``QLinearConv`` in an int8 file for ONNX Runtime; OpenVINO's also name
+    the kernel, see :meth:`.OpenVINOGraph.op_type_seconds`)."""
+    if backend == 'openvino':
+        from mmseg_incnext.deploy.openvino_runtime import OpenVINOGraph
+        graph = OpenVINOGraph(path, precision, profile=True)
+        for _ in range(2):
+            run_images(graph, images)
+        return graph.op_type_seconds()
     with tempfile.TemporaryDirectory() as folder:
         session = ort_session(path, profile_prefix=os.path.join(folder, 'ort'))
         for _ in range(2):

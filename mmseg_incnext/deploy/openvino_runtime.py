@@ -9,7 +9,7 @@ without native bf16 (no ``BF16`` among the plugin's ``OPTIMIZATION_CAPABILITIES`
 compiles a bf16 request in f32; :attr:`OpenVINOGraph.runs_in` reads the precision back
 from the compiled model, and :func:`precision_note` says which of the two happened.
 """
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -41,12 +41,13 @@ class OpenVINOGraph:
     input (NCHW float32) to the first output.
 
     ``precision``: ``'fp32'`` or ``'bf16'``, set as ``INFERENCE_PRECISION_HINT``;
-    ``threads``: ``INFERENCE_NUM_THREADS`` (default: torch's). ``runs_in`` is the precision
+    ``threads``: ``INFERENCE_NUM_THREADS`` (default: torch's); ``profile``: count each
+    node's time (``PERF_COUNT``, for :meth:`op_type_seconds`). ``runs_in`` is the precision
     the compiled model reports, ``input_size`` the fixed (H, W) of the input or None.
     """
 
-    def __init__(self, path: str, precision: str = 'fp32', threads: Optional[int] = None
-                 ) -> None:
+    def __init__(self, path: str, precision: str = 'fp32', threads: Optional[int] = None,
+                 profile: bool = False) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f'OpenVINO precision must be one of {PRECISIONS}, got '
                              f'{precision!r}')
@@ -61,7 +62,7 @@ class OpenVINOGraph:
         self.compiled = core.compile_model(model, 'CPU', {
             'INFERENCE_PRECISION_HINT': _HINTS[precision],
             'INFERENCE_NUM_THREADS': threads or torch.get_num_threads(),
-            'PERFORMANCE_HINT': 'LATENCY'})
+            'PERFORMANCE_HINT': 'LATENCY', 'PERF_COUNT': profile})
         self.request = self.compiled.create_infer_request()
         self.precision = precision
         hint = self.compiled.get_property('INFERENCE_PRECISION_HINT').get_type_name()
@@ -70,6 +71,16 @@ class OpenVINOGraph:
     def run(self, array: np.ndarray) -> np.ndarray:
         # copied out: the request reuses its output buffer on the next run
         return np.array(self.request.infer({0: array})[0], copy=True)
+
+    def op_type_seconds(self) -> Dict[str, float]:
+        """Seconds per node type and kernel (e.g. ``Convolution [brgconv_avx2_I8]``: the
+        kernel names the precision it ran in) of the last :meth:`run`; needs ``profile``."""
+        seconds: Dict[str, float] = {}
+        for node in self.request.get_profiling_info():
+            if node.status == node.Status.EXECUTED:
+                key = f'{node.node_type} [{node.exec_type}]'
+                seconds[key] = seconds.get(key, 0.0) + node.real_time.total_seconds()
+        return seconds
 
 
 def precision_note(graph: OpenVINOGraph) -> str:

@@ -14,7 +14,9 @@ from mmseg_incnext.runner.benchmark import cli
 from mmseg_incnext.runner.benchmark.contenders import (BACKBONE_CONVNEXT, BACKBONE_OURS, FPN,
                                                 UPERNET, UPERNET_CONVNEXT, backbone_comparisons,
                                                 export_file_name, int8_variants,
-                                                module_features, segmentor_comparisons)
+                                                module_features, onnx_comparisons,
+                                                segmentor_comparisons)
+from mmseg_incnext.runner.benchmark.floor import segmentor_macs
 from mmseg_incnext.runner.benchmark.report import (NoBound, control_gaps, format_control_gaps,
                                             format_ratios_over_runs, format_table, is_quiet,
                                             ratios_over_runs, report_upernet_bound, summarise,
@@ -105,22 +107,37 @@ def test_benchmark_segmentor_level_runs_and_reports_the_backbone_bound(tmp_path)
     assert expected in stdout, stdout[-2000:]
 
 
-def test_benchmark_onnx_rows_fp32_int8_its_forms_and_the_int8_control(tmp_path):
-    """--onnx --int8-variants: FPN-T's eager path, its fp32 export (logits, logits then argmax,
-    and the labels export with a control copy), its int8 file (with a control copy) and the
-    other int8 forms each run; the tables have their reference columns and the pairs' gaps."""
+def test_int8_variants_add_a_table_of_the_other_int8_forms_per_head():
+    """--int8-variants: per head, the other int8 forms against the default file and its
+    control copy (each form's graph: tests/test_deploy/test_quantize.py)."""
+    tables = {c.title: c for c in onnx_comparisons(variants=True)}
+    assert set(tables) == {f'{head}, {kind}' for head in ('UperNet', 'FPN')
+                           for kind in ('ONNX Runtime', 'ONNX Runtime labels', 'int8 forms')}
+    forms = tables['FPN, int8 forms']
+    names = [m.name for m in forms.models]
+    default = 'FPN-T (ours, ONNX Runtime int8)'
+    assert names == [default, f'{default} control copy'] + [
+        f'FPN-T (ours, ONNX Runtime int8, {scheme.name})' for scheme in int8_variants()]
+    assert len(names) == 7 and 'FPN-T (ours, ONNX Runtime int8, qoperator, per-channel)' in names
+    assert all(m.arithmetic == 'int8' for m in forms.models)
+    assert list(forms.references) == ['int8 default'] and len(forms.controls) == 1
+    assert {c.title for c in onnx_comparisons()} == set(tables) - {'UperNet, int8 forms',
+                                                                        'FPN, int8 forms'}
+
+
+def test_benchmark_onnx_rows_fp32_int8_and_the_int8_control(tmp_path):
+    """--onnx: FPN-T's eager path, its fp32 export (logits, logits then argmax, and the labels
+    export with a control copy) and its int8 file (with a control copy) each run; the tables
+    have their reference columns, the pairs' gaps and the hardware floor."""
     pytest.importorskip('onnxruntime.quantization')
-    stdout, run = one_segmentor_run(tmp_path, '--onnx', '--int8-variants', '--batch', '1',
+    stdout, run = one_segmentor_run(tmp_path, '--onnx', '--batch', '1',
                                     '--only', 'FPN-T (ours, ONNX', '--profile', '40')
-    forms = {f'FPN-T (ours, ONNX Runtime int8, {scheme.name})' for scheme in int8_variants()}
     assert {r['model'] for r in run['rows']} == {
         'FPN-T (ours)', 'FPN-T (ours, ONNX Runtime)', 'FPN-T (ours, ONNX Runtime int8)',
         'FPN-T (ours, ONNX Runtime int8) control copy',
         'FPN-T (ours, ONNX Runtime, logits + argmax)', 'FPN-T (ours, ONNX Runtime, labels output)',
-        'FPN-T (ours, ONNX Runtime, labels output) control copy'} | forms
-    assert len(forms) == 5 and 'FPN-T (ours, ONNX Runtime int8, qoperator, per-channel)' in forms
+        'FPN-T (ours, ONNX Runtime, labels output) control copy'}
     assert '### FPN, ONNX Runtime' in stdout and 'x ORT fp32' in stdout
-    assert '### FPN, int8 forms' in stdout and 'x int8 default' in stdout
     assert '### FPN, ONNX Runtime labels' in stdout and 'x logits + argmax' in stdout
     assert 'FPN-T (ours, ONNX Runtime, labels output) and its copy' in stdout
     assert 'FPN-T (ours, ONNX Runtime int8) and its copy' in stdout, stdout[-2000:]
@@ -131,6 +148,20 @@ def test_benchmark_onnx_rows_fp32_int8_its_forms_and_the_int8_control(tmp_path):
     assert 'Conv' in fp32 and 'QLinearConv' not in fp32, profiles
     assert 'QLinearConv' in profiles['FPN-T (ours, ONNX Runtime int8) [cl]'], profiles
     assert 'ArgMax' in profiles['FPN-T (ours, ONNX Runtime, labels output) [cl]'], profiles
+    # the hardware floor: FPN-T's MACs at 64x64 over each row's measured peak
+    assert '### FPN, ONNX Runtime, infer, 64x64, batch 1: hardware floor' in stdout
+    floors = {row['model']: row for row in run['floors']['FPN, ONNX Runtime']}
+    assert {name: row['arithmetic'] for name, row in floors.items()} == {
+        'FPN-T (ours)': 'fp32', 'FPN-T (ours, ONNX Runtime)': 'fp32',
+        'FPN-T (ours, ONNX Runtime int8)': 'int8',
+        'FPN-T (ours, ONNX Runtime int8) control copy': 'int8'}
+    macs = segmentor_macs('configs/fpn/incnext_t_ade20k.py', (64, 64))
+    assert macs == pytest.approx(44e9 * 64 * 64 / 512 ** 2, rel=0.1)  # the paper's 44 G
+    for row in floors.values():
+        assert row['floor_ms'] == pytest.approx(1e3 * macs / row['peak_macs_per_s'])
+        assert row['over_floor'] == pytest.approx(row['ms'] / row['floor_ms'])
+    # one peak per number format in a run
+    assert len({(row['arithmetic'], row['peak_macs_per_s']) for row in floors.values()}) == 2
 
 
 def profiled_ops(stdout):

@@ -14,6 +14,7 @@ import torch
 
 from mmseg_incnext.runner.benchmark.contenders import (backbone_comparisons, onnx_comparisons,
                                                 openvino_comparisons, segmentor_comparisons)
+from mmseg_incnext.runner.benchmark.floor import floor_rows, format_floor, segmentor_macs
 from mmseg_incnext.runner.benchmark.report import (control_gaps, format_control_gaps,
                                             format_ratios_over_runs, format_table, is_quiet,
                                             ratios_over_runs, report_upernet_bound, summarise)
@@ -154,6 +155,12 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
                 run['upernet_bound'], line = report_upernet_bound(rows)
                 if line:
                     print(line)
+            for comparison in comparisons:
+                if comparison.config and mode == 'infer':
+                    floors = floor_rows(comparison, rows, (h, w))
+                    run.setdefault('floors', {})[comparison.title] = floors
+                    print(format_floor(f'{comparison.title}, {setting}{suffix}',
+                                       segmentor_macs(comparison.config, (h, w)), floors))
             result['runs'].append(run)
             if quiet:
                 kept_runs.append(rows)

@@ -151,10 +151,10 @@ def onnx_runtime_spec(name: str, config: str, scheme: Optional['Int8Scheme'] = N
         head = Config.fromfile(os.path.join(REPO_ROOT, config)).model.decode_head
         return OnnxSegmentor(onnx_file(config, scheme), head.num_classes,
                              head.align_corners, backend=backend, precision=precision)
-    profile = partial(onnx_op_seconds, config, scheme, 'logits') \
-        if backend == 'onnxruntime' else None
     return ModelSpec(name, build, features or onnx_logits, modes=('infer', ),
-                     op_seconds=profile)
+                     op_seconds=partial(onnx_op_seconds, config, scheme, 'logits', backend,
+                                        precision),
+                     arithmetic='int8' if scheme else precision)
 
 
 def onnx_logits(model: nn.Module) -> Features:
@@ -187,14 +187,16 @@ def onnx_labels_spec(name: str, config: str) -> ModelSpec:
     inference only."""
     return ModelSpec(name, lambda: OnnxLabels(onnx_file(config, output='labels')),
                      module_features, modes=('infer', ),
-                     op_seconds=partial(onnx_op_seconds, config, None, 'labels'))
+                     op_seconds=partial(onnx_op_seconds, config, None, 'labels', 'onnxruntime',
+                                        'fp32'))
 
 
-def onnx_op_seconds(config: str, scheme: Optional['Int8Scheme'], output: str,
-                    x: torch.Tensor) -> Dict[str, float]:
-    """ONNX Runtime's seconds per op type for :func:`onnx_file` on ``x`` (``--profile``)."""
+def onnx_op_seconds(config: str, scheme: Optional['Int8Scheme'], output: str, backend: str,
+                    precision: str, x: torch.Tensor) -> Dict[str, float]:
+    """``backend``'s seconds per op type for :func:`onnx_file` run at ``precision`` on
+    ``x`` (``--profile``)."""
     from mmseg_incnext.deploy.onnx_runtime import op_type_seconds
-    return op_type_seconds(onnx_file(config, scheme, output), x)
+    return op_type_seconds(onnx_file(config, scheme, output), x, backend, precision)
 
 
 def module_features(model: nn.Module) -> Features:
@@ -248,10 +250,19 @@ def backbone_comparisons(arch: str) -> List[Comparison]:
 UPERNET, FPN = 'configs/upernet/incnext_t_ade20k.py', 'configs/fpn/incnext_t_ade20k.py'
 
 
+def segmentor_logits_bf16(model: nn.Module) -> Features:
+    """A segmentor's logits under CPU autocast to bf16 (the convolutions and matrix
+    products in bf16)."""
+    def logits(x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            return model(x, mode='tensor')
+    return logits
+
+
 def _segmentor_spec(name: str, config: str, backbone: str,
-                    features: Callable[[nn.Module], Features]) -> ModelSpec:
+                    features: Callable[[nn.Module], Features], **kwargs) -> ModelSpec:
     return ModelSpec(name, partial(build_segmentor, config, backbone), features,
-                     builds_layout=backbone.startswith('ours'))
+                     builds_layout=backbone.startswith('ours'), **kwargs)
 
 
 UPERNET_OURS = _segmentor_spec('UperNet-T (ours)', UPERNET, 'ours', segmentor_logits)
@@ -290,7 +301,7 @@ def onnx_comparisons(variants: bool = False) -> List[Comparison]:
                                     default)
         comparisons.append(Comparison(f'{name}, ONNX Runtime', (eager, fp32, int8, control),
                                       {'PyTorch': (eager, ), 'ORT fp32': (fp32, )},
-                                      ((int8, control), )))
+                                      ((int8, control), ), config))
         argmax = onnx_runtime_spec(f'{name}-T (ours, ONNX Runtime, logits + argmax)', config,
                                    features=onnx_logits_argmax)
         labels = onnx_labels_spec(f'{name}-T (ours, ONNX Runtime, labels output)', config)
@@ -312,7 +323,8 @@ def onnx_comparisons(variants: bool = False) -> List[Comparison]:
 def openvino_comparisons() -> List[Comparison]:
     """Per head, OpenVINO running the fp32 file in fp32 and in bf16 (fp32 where the CPU has
     no native bf16: the benchmark's first line says which) and the ONNX Runtime int8 file
-    (with a control copy), against the eager path and ONNX Runtime's fp32 and int8."""
+    (with a control copy), against the eager path (also under bf16 autocast) and ONNX
+    Runtime's fp32 and int8."""
     from mmseg_incnext.deploy.quantize import Int8Scheme
     comparisons = []
     for name, config, eager in (('UperNet', UPERNET, UPERNET_OURS), ('FPN', FPN, FPN_OURS)):
@@ -326,10 +338,14 @@ def openvino_comparisons() -> List[Comparison]:
         fp32, bf16 = openvino('fp32'), openvino('bf16', precision='bf16')
         int8 = openvino('int8', Int8Scheme())
         control = openvino('int8', Int8Scheme(), suffix=' control copy')
+        eager_bf16 = _segmentor_spec(f'{name}-T (ours, bf16 autocast)', config, 'ours',
+                                     segmentor_logits_bf16, modes=('infer', ),
+                                     arithmetic='bf16')
         comparisons.append(Comparison(
-            f'{name}, OpenVINO', (eager, ort_fp32, ort_int8, fp32, bf16, int8, control),
+            f'{name}, OpenVINO', (eager, eager_bf16, ort_fp32, ort_int8, fp32, bf16, int8,
+                                  control),
             {'PyTorch': (eager, ), 'ORT fp32': (ort_fp32, ), 'ORT int8': (ort_int8, )},
-            ((int8, control), )))
+            ((int8, control), ), config))
     return comparisons
 
 

@@ -19,6 +19,8 @@ class ModelSpec:
     timed (its output: a tensor or a sequence); ``modes`` are the steps it runs.
     ``op_seconds(x)``, for a contender whose work torch's profiler does not see (ONNX
     Runtime), gives the seconds per op type of one inference on ``x`` for ``--profile``.
+    ``arithmetic``: the number format its convolutions and matrix products run in
+    (``'fp32'``, ``'bf16'`` or ``'int8'``), whose measured peak gives its hardware floor.
     """
     name: str
     build: Callable[..., nn.Module]
@@ -26,17 +28,20 @@ class ModelSpec:
     builds_layout: bool = False
     modes: Tuple[str, ...] = ('infer', 'train')
     op_seconds: Optional[Callable[[torch.Tensor], Dict[str, float]]] = None
+    arithmetic: str = 'fp32'
 
 
 @dataclass(frozen=True)
 class Comparison:
     """A table: its contenders, the reference columns (label -> the models whose best
     speed, over implementations and layouts, is the reference), and control pairs (a model
-    and an identical copy, whose gap is the noise of the run)."""
+    and an identical copy, whose gap is the noise of the run); ``config``, where every
+    contender runs that segmentor config, for the hardware floor under each."""
     title: str
     models: Tuple[ModelSpec, ...]
     references: Dict[str, Tuple[ModelSpec, ...]]
     controls: Tuple[Tuple[ModelSpec, ModelSpec], ...] = ()
+    config: Optional[str] = None
 
     def with_models(self, keep: Callable[[ModelSpec], bool]) -> Optional['Comparison']:
         """The comparison restricted to ``keep`` (references always stay), or None if no
@@ -46,7 +51,7 @@ class Comparison:
         if all(m in refs for m in models):
             return None
         controls = tuple(pair for pair in self.controls if all(m in models for m in pair))
-        return Comparison(self.title, models, self.references, controls)
+        return Comparison(self.title, models, self.references, controls, self.config)
 
 
 def select(comparisons: Sequence[Comparison], only: Optional[Sequence[str]]
