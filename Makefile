@@ -1,8 +1,9 @@
 # `make test` sets up the stacks CI tests (idempotent; the first run builds mmcv for each,
 # 10-20 min apiece on 2 cores) and runs, side by side (make -j3, each suite's output shown
-# when it ends): the full suite on the current stack, including the cross-stack checkpoint
-# tests; the compatibility suite on the legacy stack (all but the stack-independent tests);
-# and the mmdeploy tests on the legacy stack with mmdeploy 1.3.1 (its own venv, no mmcv build).
+# when it ends): the full suite on the current stack; the compatibility suite on the legacy
+# stack (all but the stack-independent tests), which also drives the cross-stack checkpoint
+# test with both interpreters; and the mmdeploy tests on the legacy stack with mmdeploy
+# 1.3.1 (its own venv, no mmcv build).
 VENV ?= .venv
 LEGACY_VENV ?= .venv-legacy
 MMDEPLOY_VENV ?= .venv-mmdeploy
@@ -10,8 +11,8 @@ PY := $(VENV)/bin/python
 LEGACY_PY := $(LEGACY_VENV)/bin/python
 MMDEPLOY_PY := $(MMDEPLOY_VENV)/bin/python
 
-.PHONY: setup setup-legacy setup-mmdeploy test test-current test-with-cross-stack test-legacy \
-	test-mmdeploy demo clean
+.PHONY: setup setup-legacy setup-mmdeploy test test-current test-legacy test-mmdeploy demo \
+	clean
 setup:
 	bash tools/setup_env.sh
 
@@ -23,18 +24,17 @@ setup-mmdeploy:
 
 test:
 	$(MAKE) -j3 --output-sync=target setup setup-legacy setup-mmdeploy
-	$(MAKE) -j3 --output-sync=target test-legacy test-mmdeploy test-with-cross-stack
-
-test-with-cross-stack: setup setup-legacy
-	MMSEG_INCNEXT_LEGACY_PYTHON=$(abspath $(LEGACY_PY)) $(PY) -m pytest tests -q --durations=15
+	$(MAKE) -j3 --output-sync=target test-legacy test-mmdeploy test-current
 
 test-current: setup
 	$(PY) -m pytest tests -q --durations=15
 
-# torch 2.1 + numpy 1.26: the whole suite but the stack-independent tests and the
-# cross-stack ones, which the current stack's run drives with both interpreters.
-test-legacy: setup-legacy
-	$(LEGACY_PY) -m pytest tests -q --durations=15 -m "not current_stack_only and not stack_independent"
+# torch 2.1 + numpy 1.26: the whole suite but the stack-independent tests and the ones only
+# the current stack has (a setuptools-free install), and the cross-stack test, driving the
+# current stack's interpreter too.
+test-legacy: setup-legacy setup
+	MMSEG_INCNEXT_OTHER_PYTHON=$(abspath $(PY)) $(LEGACY_PY) -m pytest tests -q --durations=15 \
+		-m "not current_stack_only and not stack_independent"
 
 # mmdeploy's export and its ONNX Runtime backend and SDK against PyTorch (the other stacks
 # skip tests/test_deploy/test_mmdeploy.py: they have no mmdeploy).

@@ -1,11 +1,13 @@
 """Shared test fixtures' building blocks: seeded timm models and checkpoints in every format."""
 import copy
+import json
 import os
 import re
 import socket
 import subprocess
+import sys
 import uuid
-from typing import Dict
+from typing import Dict, List, NamedTuple, Optional
 
 import numpy as np
 import timm
@@ -125,6 +127,55 @@ def run_tool(args, env=None, cwd=REPO_ROOT) -> str:
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
     return output
+
+
+# Runs tools one after another in one interpreter, each as `python tool args` would (its
+# folder first on sys.path, run as __main__): the imports are paid once. After each run, its
+# error (or none) and a separator go to stdout and stderr; the next run starts regardless.
+_TOOLS_DRIVER = """
+import json, os, runpy, sys, traceback
+for argv in json.loads(sys.argv[1]):
+    sys.path.insert(0, os.path.dirname(os.path.abspath(argv[0])))
+    sys.argv = list(argv)
+    error = None
+    try:
+        runpy.run_path(argv[0], run_name='__main__')
+    except SystemExit as exit:
+        if exit.code not in (None, 0):
+            error = f'SystemExit: {exit.code}'
+    except Exception as err:
+        traceback.print_exc()
+        error = f'{type(err).__name__}: {err}'
+    sys.path.pop(0)
+    for stream in (sys.stdout, sys.stderr):
+        stream.write(f'\\n@@run ended: {json.dumps(error)}@@\\n')
+        stream.flush()
+"""
+_RUN_END = re.compile(r'\n@@run ended: (.*)@@\n')
+
+
+class ToolRun(NamedTuple):
+    output: str  # its stdout, then its stderr
+    error: Optional[str]  # 'Type: message' of what it raised, None if it succeeded
+
+
+def run_tools_in_one_process(runs, env=None, cwd=REPO_ROOT, check=True) -> List[ToolRun]:
+    """Run each of ``runs`` (``[tool.py, *args]``) to its end in one Python process, in
+    order, and return how each ended; with ``check``, fail with the output's tail where one
+    raised."""
+    result = subprocess.run([sys.executable, '-c', _TOOLS_DRIVER, json.dumps(runs)], cwd=cwd,
+                            capture_output=True, text=True, timeout=HUNG_AFTER_S,
+                            env={**os.environ, **(env or {})})
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    stdout, stderr = (_RUN_END.split(out) for out in (result.stdout, result.stderr))
+    # split: [output, error, output, error, ..., rest]
+    ended = [ToolRun(out + err, json.loads(error)) for out, err, error in
+             zip(stdout[0::2], stderr[0::2], stdout[1::2])]
+    assert len(ended) == len(runs), (result.stdout + result.stderr)[-4000:]
+    if check:
+        for run, argv in zip(ended, runs):
+            assert run.error is None, f'{argv}: {run.error}\n{run.output[-4000:]}'
+    return ended
 
 
 def free_port() -> int:

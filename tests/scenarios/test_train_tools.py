@@ -7,7 +7,7 @@ import sys
 import pytest
 from mmseg_incnext.utils.checkpoint_safety import safe_torch_load
 from tests.helpers import (HUNG_AFTER_S, MMSEG_TOOLS, REPO_ROOT, miou,
-                           run_tool as run, write_tiny_config)
+                           run_tool as run, run_tools_in_one_process, write_tiny_config)
 
 
 @pytest.fixture(scope='module')
@@ -38,10 +38,10 @@ def test_our_test_and_mmseg_test_agree(tiny_upernet, trained_upernet, tmp_path):
     unpickler. --tta is tested once, on the ONNX file against PyTorch
     (tests/test_deploy/test_onnx_export.py)."""
     _, checkpoint, validated = trained_upernet
-    ours = miou(run([sys.executable, 'tools/test.py', tiny_upernet, checkpoint, '--work-dir',
-                     str(tmp_path / 'ours')]))
-    theirs = miou(run([sys.executable, os.path.join(MMSEG_TOOLS, 'test.py'), tiny_upernet,
-                       checkpoint, '--work-dir', str(tmp_path / 'mmseg')]))
+    ours, theirs = (miou(run.output) for run in run_tools_in_one_process([
+        ['tools/test.py', tiny_upernet, checkpoint, '--work-dir', str(tmp_path / 'ours')],
+        [os.path.join(MMSEG_TOOLS, 'test.py'), tiny_upernet, checkpoint, '--work-dir',
+         str(tmp_path / 'mmseg')]]))
     assert ours == pytest.approx(theirs, abs=0.01)
     assert ours == pytest.approx(validated, abs=0.01)
 

@@ -1,7 +1,6 @@
 """Each config has its own work dir under our tools and mmseg's, and --resume refuses a
 checkpoint that another model wrote (mmseg_incnext.engine.hooks.training_hooks.ResumeSameModelHook)."""
 import glob
-import json
 import os
 import shutil
 import subprocess
@@ -14,7 +13,8 @@ from mmengine.runner import Runner
 
 from mmseg_incnext.utils.checkpoint_safety import CheckpointError, UnsafeCheckpointError, safe_torch_load
 from mmseg_incnext.runner.complexity import PAPER_MODEL_SIZES
-from tests.helpers import HUNG_AFTER_S, MMSEG_TOOLS, REPO_ROOT, write_tiny_config
+from tests.helpers import (HUNG_AFTER_S, MMSEG_TOOLS, REPO_ROOT, run_tools_in_one_process,
+                           write_tiny_config)
 
 # Stack-independent (mmengine's and mmseg's work-dir logic, the same versions on both
 # stacks): run once, by the current stack.
@@ -27,24 +27,6 @@ SHIPPED = sorted(os.path.relpath(path, REPO_ROOT) for path in
                  glob.glob(os.path.join(REPO_ROOT, 'configs', '*', '*.py'))
                  if os.path.basename(os.path.dirname(path)) not in ('_base_', 'deploy'))
 FPN, UPERNET = 'configs/fpn/incnext_t_ade20k.py', 'configs/upernet/incnext_t_ade20k.py'
-
-# Runs a train.py's main() once per command line, in one process; the model type named
-# NotAModel stops each run in the Runner right after it made its work dir.
-DRIVER = '''
-import json, os, runpy, sys
-
-tool = sys.argv[1]
-sys.path.insert(0, os.path.dirname(tool))  # as `python tool` has it
-for args in json.loads(sys.argv[2]):
-    sys.argv = [tool, *args, '--cfg-options', 'model.type=NotAModel']
-    try:
-        runpy.run_path(tool, run_name='__main__')
-    except KeyError as err:
-        assert 'NotAModel' in str(err), err
-    else:
-        raise AssertionError(f'{args} did not reach the model')
-'''
-
 
 def run(args, cwd=REPO_ROOT, check=True):
     result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=HUNG_AFTER_S,
@@ -66,9 +48,16 @@ def test_each_config_has_its_own_work_dir(tmp_path, tool):
     """The real train.py decides: ``work_dirs/<config folder>_<config name>`` for each
     shipped config, and --work-dir before it."""
     extra = ['--skip-data-check'] if tool == 'ours' else []
-    commands = [[os.path.join(REPO_ROOT, config), *extra] for config in SHIPPED]
-    commands.append([os.path.join(REPO_ROOT, UPERNET), *extra, '--work-dir', 'chosen'])
-    run([sys.executable, '-c', DRIVER, TRAIN_TOOLS[tool], json.dumps(commands)], cwd=tmp_path)
+    # the model type NotAModel stops each run in the Runner right after it made its work dir
+    stop = ['--cfg-options', 'model.type=NotAModel']
+    commands = [[TRAIN_TOOLS[tool], os.path.join(REPO_ROOT, config), *extra, *stop]
+                for config in SHIPPED]
+    commands.append([TRAIN_TOOLS[tool], os.path.join(REPO_ROOT, UPERNET), *extra, '--work-dir',
+                     'chosen', *stop])
+    runs = run_tools_in_one_process(commands, env={'PYTHONPATH': REPO_ROOT}, cwd=tmp_path,
+                                    check=False)
+    assert all((r.error or '').startswith('KeyError') and 'NotAModel' in r.error for r in runs), \
+        [r.error for r in runs]
     expected = {'_'.join(config[:-len('.py')].split(os.sep)[1:]) for config in SHIPPED}
     assert len(expected) == len(SHIPPED)
     assert set(os.listdir(tmp_path / 'work_dirs')) == expected

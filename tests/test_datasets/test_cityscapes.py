@@ -18,7 +18,8 @@ from mmseg_incnext.datasets.cityscapes_prep import (ArchiveContentsError, Citysc
                                            MissingArchiveError, OutputConflictError, convert)
 from mmseg_incnext.datasets.config_check import check_data, split_specs
 from mmseg_incnext.datasets.synthetic import make_synthetic_cityscapes, zip_synthetic_cityscapes
-from tests.helpers import HUNG_AFTER_S, MMSEG_TOOLS, REPO_ROOT, miou, run_tool as run
+from tests.helpers import (HUNG_AFTER_S, MMSEG_TOOLS, REPO_ROOT, miou, run_tool as run,
+                           run_tools_in_one_process)
 
 # Stack-independent (label tables and file conversion): run once, by the current stack.
 pytestmark = pytest.mark.stack_independent
@@ -317,7 +318,8 @@ def tool(tools, name):
 @pytest.fixture(scope='module')
 def trained(prepared, released_weights, tmp_path_factory):
     """The Cityscapes UperNet-T config (shrunk by --cfg-options) trained 2 iterations by
-    our tools/train.py or mmseg's, each once: tools -> (options, checkpoint, train output)."""
+    our tools/train.py or mmseg's, then tested by the same tools' test.py, each once:
+    tools -> (checkpoint, train output, test output)."""
     _, data_root = prepared
     runs = {}
 
@@ -325,33 +327,32 @@ def trained(prepared, released_weights, tmp_path_factory):
         if tools not in runs:
             options = tiny_options(data_root, released_weights('atto'))
             work = str(tmp_path_factory.mktemp(f'trained_{tools}'))
-            out = run([sys.executable, tool(tools, 'train.py'),
-                       os.path.join(REPO_ROOT, CONFIGS['t']), '--work-dir', work, *options])
-            runs[tools] = options, os.path.join(work, 'iter_2.pth'), out
+            config = os.path.join(REPO_ROOT, CONFIGS['t'])
+            checkpoint = os.path.join(work, 'iter_2.pth')
+            trained, tested = run_tools_in_one_process([
+                [tool(tools, 'train.py'), config, '--work-dir', work, *options],
+                [tool(tools, 'test.py'), config, checkpoint, '--work-dir', work, *options]])
+            runs[tools] = checkpoint, trained.output, tested.output
         return runs[tools]
     return get
 
 
 @pytest.mark.parametrize('tools', ['ours', 'mmseg'])
-def test_trains_and_tests_on_synthetic_cityscapes(trained, tmp_path, tools):
-    options, checkpoint, out = trained(tools)
+def test_trains_and_tests_on_synthetic_cityscapes(trained, tools):
+    checkpoint, out, tested = trained(tools)
     assert 'Iter(train) [2/2]' in out
     assert os.path.isfile(checkpoint)
     if tools == 'ours':
         assert 'Data check: train_dataloader' in out and '4 image/annotation pairs' in out
-    validated = miou(out)
-    assert 'bicycle' in out  # the per-class table has Cityscapes' classes
-    out = run([sys.executable, tool(tools, 'test.py'), os.path.join(REPO_ROOT, CONFIGS['t']),
-               checkpoint, '--work-dir', str(tmp_path), *options])
-    assert miou(out) == pytest.approx(validated, abs=0.01)
-    assert 'bicycle' in out
+    assert 'bicycle' in out and 'bicycle' in tested  # the per-class tables: Cityscapes' classes
+    assert miou(tested) == pytest.approx(miou(out), abs=0.01)
 
 
 def test_onnx_export_of_a_cityscapes_model_passes_its_self_check(trained, tmp_path):
     """tools/export_onnx.py on the trained atto model: ONNX Runtime reproduces PyTorch at
     the export size and two others, and the graph has Cityscapes' 19 classes."""
     import onnxruntime
-    _, checkpoint, _ = trained('ours')
+    checkpoint, _, _ = trained('ours')
     config = tmp_path / 'atto_cityscapes.py'
     config.write_text(f"_base_ = [{os.path.join(REPO_ROOT, CONFIGS['t'])!r}]\n"
                       f"model = {ATTO_MODEL!r}\n"

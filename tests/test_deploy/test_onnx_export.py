@@ -1,9 +1,6 @@
 """ONNX export and ONNX Runtime: the whole segmentor at every input size, verified export,
 and mIoU, sliding windows, TTA and the image demo on the exported file."""
 import os
-import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -15,7 +12,7 @@ pytest.importorskip('onnxruntime')
 from mmseg_incnext.deploy import onnx_export  # noqa: E402
 from mmseg_incnext.deploy.onnx_export import (AdaptiveAvgPoolAnySize,  # noqa: E402
                                               ExportMismatchError, export_onnx)
-from tests.helpers import HUNG_AFTER_S, REPO_ROOT, atto_model  # noqa: E402
+from tests.helpers import REPO_ROOT, atto_model, miou, run_tools_in_one_process  # noqa: E402
 
 DEMO_CONFIG = os.path.join(REPO_ROOT, 'configs', 'demo', 'incnext_atto_fpn_synthetic.py')
 
@@ -109,22 +106,15 @@ def test_onnx_miou_equals_pytorch_whole_slide_and_tta(demo_run, demo_onnx, tmp_p
     slide = ['model.test_cfg.mode=slide', 'model.test_cfg.crop_size=(64,64)',
              'model.test_cfg.stride=(48,48)']
     one_image = ['test_dataloader.dataset.indices=1']  # TTA runs 12 passes an image
-
-    def miou(checkpoint, *extra, options=()):
-        result = subprocess.run(
-            [sys.executable, 'tools/test.py', DEMO_CONFIG, str(checkpoint), '--work-dir',
-             str(tmp_path / 'work'), *extra, *data, *options],
-            cwd=REPO_ROOT, capture_output=True, text=True, timeout=HUNG_AFTER_S)
-        assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-        return float(re.findall(r'mIoU: ([0-9.]+)', result.stdout + result.stderr)[-1])
-
     pth = work / 'iter_40.pth'
-    whole = miou(pth)
-    assert whole > 30  # a trained model, so agreement means something
-    assert miou(demo_onnx) == pytest.approx(whole, abs=0.02)
-    assert miou(demo_onnx, options=slide) == pytest.approx(miou(pth, options=slide), abs=0.02)
-    assert miou(demo_onnx, '--tta', options=one_image) == pytest.approx(
-        miou(pth, '--tta', options=one_image), abs=0.02)
+    settings = [([], []), ([], slide), (['--tta'], one_image)]
+    outputs = run_tools_in_one_process([
+        ['tools/test.py', DEMO_CONFIG, str(model), '--work-dir', str(tmp_path / 'work'), *extra,
+         *data, *options] for extra, options in settings for model in (pth, demo_onnx)])
+    mious = [miou(run.output) for run in outputs]
+    assert mious[0] > 30  # a trained model, so agreement means something
+    for pytorch, onnx in zip(mious[::2], mious[1::2]):  # whole, slide, TTA
+        assert onnx == pytest.approx(pytorch, abs=0.02)
 
 
 def test_image_demo_runs_the_onnx_file(demo_run, demo_onnx, tmp_path):
@@ -132,14 +122,11 @@ def test_image_demo_runs_the_onnx_file(demo_run, demo_onnx, tmp_path):
     work, _ = demo_run
     demo_onnx, _ = demo_onnx
     image = sorted((work / 'data' / 'images' / 'validation').iterdir())[0]
-    outputs = {}
-    for name, model in (('pth', work / 'iter_40.pth'), ('onnx', demo_onnx)):
-        out = tmp_path / name
-        result = subprocess.run(
-            [sys.executable, 'tools/image_demo.py', DEMO_CONFIG, str(model), str(image),
-             '--out-dir', str(out), '--device', 'cpu'],
-            cwd=REPO_ROOT, capture_output=True, text=True, timeout=HUNG_AFTER_S)
-        assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-        outputs[name] = cv2.imread(str(out / f'{image.stem}_labels.png'), cv2.IMREAD_UNCHANGED)
+    models = dict(pth=work / 'iter_40.pth', onnx=demo_onnx)
+    run_tools_in_one_process([['tools/image_demo.py', DEMO_CONFIG, str(model), str(image),
+                               '--out-dir', str(tmp_path / name), '--device', 'cpu']
+                              for name, model in models.items()])
+    outputs = {name: cv2.imread(str(tmp_path / name / f'{image.stem}_labels.png'),
+                                cv2.IMREAD_UNCHANGED) for name in models}
     assert outputs['onnx'].shape == outputs['pth'].shape
     assert (outputs['onnx'] == outputs['pth']).mean() > 0.999
