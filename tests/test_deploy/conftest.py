@@ -4,12 +4,11 @@ installed) and its int8 file (tools/quantize_onnx.py)."""
 import importlib.util
 import os
 import re
-import subprocess
 import sys
 
 import pytest
 
-from tests.helpers import HUNG_AFTER_S, REPO_ROOT
+from tests.helpers import REPO_ROOT, run_tool
 
 DEMO_CONFIG = os.path.join(REPO_ROOT, 'configs', 'demo', 'incnext_atto_fpn_synthetic.py')
 LOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
@@ -17,11 +16,6 @@ LOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
 
 def data_options(data_root):
     return [f'{loader}.dataset.data_root={data_root}' for loader in LOADERS]
-
-
-def run_tool(*args):
-    return subprocess.run([sys.executable, *args], cwd=REPO_ROOT, capture_output=True,
-                          text=True, timeout=HUNG_AFTER_S)
 
 
 @pytest.fixture(scope='session')
@@ -39,11 +33,11 @@ def demo_onnx(demo_run, tmp_path_factory):
     work, _ = demo_run
     path = tmp_path_factory.mktemp('onnx') / 'demo.onnx'
     backends = ['onnxruntime'] + (['openvino'] if importlib.util.find_spec('openvino') else [])
-    result = run_tool('tools/export_onnx.py', DEMO_CONFIG, str(work / 'iter_40.pth'), '--out',
-                      str(path), '--shape', '128', '128', '--dynamic', '--backend', *backends)
-    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    assert len(re.findall(r'labels equal', result.stdout)) == 3 * len(backends)
-    return path, result.stdout
+    output = run_tool([sys.executable, 'tools/export_onnx.py', DEMO_CONFIG,
+                       str(work / 'iter_40.pth'), '--out', str(path), '--shape', '128', '128',
+                       '--dynamic', '--backend', *backends])
+    assert len(re.findall(r'labels equal', output)) == 3 * len(backends)
+    return path, output
 
 
 @pytest.fixture(scope='session')
@@ -51,8 +45,7 @@ def quantized(demo_run, demo_onnx, tmp_path_factory):
     """tools/quantize_onnx.py on 8 training images, checked on the 4 validation images."""
     work, _ = demo_run
     out = tmp_path_factory.mktemp('int8') / 'demo_int8.onnx'
-    result = run_tool('tools/quantize_onnx.py', DEMO_CONFIG, str(demo_onnx[0]), '--out',
-                      str(out), '--calib-images', '8', '--val-images', '4', '--cfg-options',
-                      *data_options(work / 'data'))
-    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    return out, result.stdout
+    output = run_tool([sys.executable, 'tools/quantize_onnx.py', DEMO_CONFIG, str(demo_onnx[0]),
+                       '--out', str(out), '--calib-images', '8', '--val-images', '4',
+                       '--cfg-options', *data_options(work / 'data')])
+    return out, output

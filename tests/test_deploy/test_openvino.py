@@ -15,8 +15,8 @@ pytest.importorskip('openvino')
 from mmseg_incnext.deploy import quantize  # noqa: E402
 from mmseg_incnext.deploy.onnx_runtime import init_onnx_model, open_graph  # noqa: E402
 from mmseg_incnext.deploy.openvino_runtime import bf16_is_native  # noqa: E402
-from tests.helpers import miou  # noqa: E402
-from tests.test_deploy.conftest import DEMO_CONFIG, data_options, run_tool  # noqa: E402
+from tests.helpers import miou, run_tools_in_one_process  # noqa: E402
+from tests.test_deploy.conftest import DEMO_CONFIG, data_options  # noqa: E402
 
 # The int8 file's loss on the demo model's 4 held-out images: 0.78 mIoU in ONNX Runtime and
 # 1.25 in OpenVINO (64.51 -> 63.26, labels 99.28%) on the current stack; bound with margin.
@@ -50,13 +50,28 @@ def test_the_export_is_verified_in_openvino_at_three_sizes(demo_onnx):
     assert all(float(f[3]) <= 1e-3 and float(f[4]) >= 99.9 for f in figures), figures
 
 
-def test_tools_test_in_openvino_gives_pytorchs_miou(demo_run, demo_onnx, tmp_path):
-    work, demo_output = demo_run
-    result = run_tool('tools/test.py', DEMO_CONFIG, str(demo_onnx[0]), '--backend', 'openvino',
-                      '--work-dir', str(tmp_path / 'work'), '--cfg-options',
-                      *data_options(work / 'data'))
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-3000:]
+@pytest.fixture(scope='module')
+def tool_runs(demo_run, demo_onnx, tmp_path_factory):
+    """tools/test.py and tools/image_demo.py on the export with --backend openvino, and
+    tools/quantize_onnx.py's bf16 self-check, in one process: name -> its output."""
+    work, _ = demo_run
+    folder = tmp_path_factory.mktemp('openvino_tools')
+    onnx, data = str(demo_onnx[0]), data_options(work / 'data')
+    runs = dict(
+        test=['tools/test.py', DEMO_CONFIG, onnx, '--backend', 'openvino', '--work-dir',
+              str(folder / 'work'), '--cfg-options', *data],
+        image_demo=['tools/image_demo.py', DEMO_CONFIG, onnx, str(validation_images(work)[0]),
+                    '--out-dir', str(folder / 'demo'), '--device', 'cpu', '--backend',
+                    'openvino'],
+        bf16=['tools/quantize_onnx.py', DEMO_CONFIG, onnx, '--precision', 'bf16', '--backend',
+              'openvino', '--val-images', '4', '--cfg-options', *data])
+    outputs = [run.output for run in run_tools_in_one_process(list(runs.values()))]
+    return dict(zip(runs, outputs), demo_out_dir=folder / 'demo')
+
+
+def test_tools_test_in_openvino_gives_pytorchs_miou(demo_run, tool_runs):
+    _, demo_output = demo_run
+    output = tool_runs['test']
     assert 'OpenVINO CPU: fp32 asked, compiled in fp32' in output
     assert miou(output) == pytest.approx(held_out_miou(demo_output), abs=0.02)
 
@@ -82,18 +97,15 @@ def test_whole_and_sliding_windows_give_pytorchs_labels(demo_run, demo_model, de
         demo_model.test_cfg = whole  # the session's model
 
 
-def test_image_demo_in_openvino_writes_pytorchs_labels(demo_run, demo_model, demo_onnx,
-                                                       tmp_path):
+def test_image_demo_in_openvino_writes_pytorchs_labels(demo_run, demo_model, tool_runs):
     import cv2
     from mmseg.apis import inference_model
 
     from mmseg_incnext.runner.visualization import read_image
     work, _ = demo_run
     image = validation_images(work)[0]
-    result = run_tool('tools/image_demo.py', DEMO_CONFIG, str(demo_onnx[0]), str(image),
-                      '--out-dir', str(tmp_path), '--device', 'cpu', '--backend', 'openvino')
-    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    labels = cv2.imread(str(tmp_path / f'{image.stem}_labels.png'), cv2.IMREAD_UNCHANGED)
+    labels = cv2.imread(str(tool_runs['demo_out_dir'] / f'{image.stem}_labels.png'),
+                        cv2.IMREAD_UNCHANGED)
     with torch.no_grad():  # the PyTorch model on the image as the demo reads it
         expected = inference_model(demo_model, read_image(str(image))).pred_sem_seg.data[0]
     assert labels.shape == expected.shape
@@ -119,13 +131,9 @@ def test_the_int8_qdq_file_runs_int8_in_openvino_and_passes_the_self_check(
     assert check.miou_fp32 - MAX_MIOU_LOSS <= check.miou_reduced <= check.miou_fp32 + 0.5
 
 
-def test_the_bf16_self_check_says_whether_bf16_is_native(demo_run, demo_onnx):
-    work, demo_output = demo_run
-    result = run_tool('tools/quantize_onnx.py', DEMO_CONFIG, str(demo_onnx[0]), '--precision',
-                      'bf16', '--backend', 'openvino', '--val-images', '4', '--cfg-options',
-                      *data_options(work / 'data'))
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-3000:]
+def test_the_bf16_self_check_says_whether_bf16_is_native(demo_run, tool_runs):
+    _, demo_output = demo_run
+    output = tool_runs['bf16']
     machine = torch.backends.cpu.get_cpu_capability()
     if bf16_is_native():
         assert 'bf16 asked, compiled in bf16 (bf16 native on this CPU' in output
