@@ -59,11 +59,13 @@ def adaptive_avg_pool_any_size(x: torch.Tensor,
 
 def _pooling_matrix(line: torch.Tensor, bins: int) -> torch.Tensor:
     # positions 0..L-1 from the data rather than from a shape, which tracing would freeze
-    position = torch.ones_like(line).cumsum(0) - 1
+    position = torch.ones_like(line, dtype=torch.int64).cumsum(0) - 1
     length = position[-1:] + 1
-    index = torch.arange(bins, dtype=line.dtype, device=line.device)
-    start = torch.floor(index * length / bins)
-    end = torch.ceil((index + 1) * length / bins)
+    index = torch.arange(bins, dtype=torch.int64, device=line.device)
+    # bin edges in integers: in floats OpenVINO's floor/ceil of a whole i * L / k can land
+    # one off (e.g. L = 18, k = 6)
+    start = torch.div(index * length, bins, rounding_mode='floor')
+    end = torch.div((index + 1) * length + bins - 1, bins, rounding_mode='floor')
     inside = ((position[None] >= start[:, None]) & (position[None] < end[:, None]))
     inside = inside.to(line.dtype)
     return inside / inside.sum(1, keepdim=True)
