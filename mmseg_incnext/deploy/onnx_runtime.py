@@ -9,6 +9,7 @@ from typing import Dict, List, Optional, Union
 import numpy as np
 import torch
 from mmengine.config import Config
+from mmengine.logging import print_log
 
 from mmseg.models.segmentors import EncoderDecoder
 from mmseg.registry import DATASETS, MODELS
@@ -39,7 +40,7 @@ def ort_session(path: str, threads: Optional[int] = None,
 class OrtGraph:
     """An ONNX Runtime session as the segmentor runs it, like :class:`.OpenVINOGraph`:
     ``run(array)`` maps ``images`` to the first output; ``input_size`` is the fixed (H, W)
-    of the input or None."""
+    of the input or None; ``precision_note()`` the line the segmentor logs."""
     precision = runs_in = 'fp32'
 
     def __init__(self, session) -> None:
@@ -50,6 +51,9 @@ class OrtGraph:
 
     def run(self, array: np.ndarray) -> np.ndarray:
         return self.session.run(None, {'images': array})[0]
+
+    def precision_note(self) -> str:
+        return 'ONNX Runtime CPU: fp32'
 
 
 def check_backend(backend: str, precision: str = 'fp32') -> None:
@@ -134,14 +138,8 @@ class OnnxSegmentor(EncoderDecoder):
         if self.graph.output_names != ['logits']:
             raise ValueError(f'{onnx_file} outputs {self.graph.output_names}; testing and the '
                              'demo need an export with --output logits')
-        if backend == 'openvino':
-            from mmengine.logging import print_log
-
-            from mmseg_incnext.deploy.openvino_runtime import precision_note
-            print_log(precision_note(self.graph), logger='current')
-        self.fixed_size = self.graph.input_size
+        print_log(self.graph.precision_note(), logger='current')
         self.onnx_file = onnx_file
-        self.backend = backend
         self.out_channels = num_classes
         self.num_classes = num_classes
         self.align_corners = align_corners
@@ -150,9 +148,10 @@ class OnnxSegmentor(EncoderDecoder):
         self.neck = None
 
     def encode_decode(self, inputs: torch.Tensor, batch_img_metas: List[dict]) -> torch.Tensor:
-        if self.fixed_size is not None and tuple(inputs.shape[2:]) != self.fixed_size:
+        fixed = self.graph.input_size
+        if fixed is not None and tuple(inputs.shape[2:]) != fixed:
             raise ValueError(
-                f'{self.onnx_file} was exported for {self.fixed_size[0]}x{self.fixed_size[1]} '
+                f'{self.onnx_file} was exported for {fixed[0]}x{fixed[1]} '
                 f'inputs, got {inputs.shape[2]}x{inputs.shape[3]}; export with --dynamic to '
                 'run on other sizes (sliding windows and TTA need it)')
         return run_images(self.graph, inputs)

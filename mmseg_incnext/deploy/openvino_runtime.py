@@ -7,7 +7,8 @@ Its CPU plugin computes in the precision of the ``INFERENCE_PRECISION_HINT`` pro
 which this module always sets: f32 for ``precision='fp32'``, bf16 for ``'bf16'``. On a CPU
 without native bf16 (no ``BF16`` among the plugin's ``OPTIMIZATION_CAPABILITIES``) OpenVINO
 compiles a bf16 request in f32; :attr:`OpenVINOGraph.runs_in` reads the precision back
-from the compiled model, and :func:`precision_note` says which of the two happened.
+from the compiled model, and :meth:`OpenVINOGraph.precision_note` says which of the two
+happened.
 """
 from typing import Dict, List, Optional, Tuple
 
@@ -26,9 +27,11 @@ def openvino_api():
     return import_runtime('openvino', 'openvino')
 
 
-def cpu_capabilities() -> List[str]:
-    """OpenVINO's ``OPTIMIZATION_CAPABILITIES`` of the CPU (e.g. FP32, INT8, BF16)."""
-    return list(openvino_api().Core().get_property('CPU', 'OPTIMIZATION_CAPABILITIES'))
+def cpu_capabilities(core=None) -> List[str]:
+    """OpenVINO's ``OPTIMIZATION_CAPABILITIES`` of the CPU (e.g. FP32, INT8, BF16), as
+    ``core`` (default: a new ``openvino.Core``) reports them."""
+    core = core or openvino_api().Core()
+    return list(core.get_property('CPU', 'OPTIMIZATION_CAPABILITIES'))
 
 
 def bf16_is_native() -> bool:
@@ -51,15 +54,14 @@ class OpenVINOGraph:
         if precision not in PRECISIONS:
             raise ValueError(f'OpenVINO precision must be one of {PRECISIONS}, got '
                              f'{precision!r}')
-        ov = openvino_api()
-        core = ov.Core()
-        model = core.read_model(path)
+        self.core = openvino_api().Core()
+        model = self.core.read_model(path)
         self.output_names = [output.get_any_name() for output in model.outputs]
         shape = model.inputs[0].get_partial_shape()
         self.input_size: Optional[Tuple[int, int]] = (
             (shape[2].get_length(), shape[3].get_length())
             if shape.rank.is_static and shape[2].is_static and shape[3].is_static else None)
-        self.compiled = core.compile_model(model, 'CPU', {
+        self.compiled = self.core.compile_model(model, 'CPU', {
             'INFERENCE_PRECISION_HINT': _HINTS[precision],
             'INFERENCE_NUM_THREADS': threads or torch.get_num_threads(),
             'PERFORMANCE_HINT': 'LATENCY', 'PERF_COUNT': profile})
@@ -82,17 +84,17 @@ class OpenVINOGraph:
                 seconds[key] = seconds.get(key, 0.0) + node.real_time.total_seconds()
         return seconds
 
-
-def precision_note(graph: OpenVINOGraph) -> str:
-    """One line: the precision asked for and the one OpenVINO compiled, and, for bf16,
-    whether the CPU has it natively (with torch's name for the CPU's vector instructions)."""
-    note = f'OpenVINO CPU: {graph.precision} asked, compiled in {graph.runs_in}'
-    if graph.precision != 'bf16':
-        return note
-    capabilities = cpu_capabilities()
-    machine = (f'{torch.backends.cpu.get_cpu_capability()}; OpenVINO CPU capabilities '
-               f'{", ".join(capabilities)}')
-    if 'BF16' in capabilities and graph.runs_in == 'bf16':
-        return f'{note} (bf16 native on this CPU: {machine})'
-    return (f'{note}: this CPU has no native bf16 ({machine}), so the bf16 run is an fp32 '
-            'run here')
+    def precision_note(self) -> str:
+        """One line: the precision asked for and the one OpenVINO compiled, and, for bf16,
+        whether the CPU has it natively (with torch's name for the CPU's vector
+        instructions)."""
+        note = f'OpenVINO CPU: {self.precision} asked, compiled in {self.runs_in}'
+        if self.precision != 'bf16':
+            return note
+        capabilities = cpu_capabilities(self.core)
+        machine = (f'{torch.backends.cpu.get_cpu_capability()}; OpenVINO CPU capabilities '
+                   f'{", ".join(capabilities)}')
+        if 'BF16' in capabilities and self.runs_in == 'bf16':
+            return f'{note} (bf16 native on this CPU: {machine})'
+        return (f'{note}: this CPU has no native bf16 ({machine}), so the bf16 run is an '
+                'fp32 run here')
