@@ -157,10 +157,10 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
                     print(line)
             for comparison in comparisons:
                 if comparison.config and mode == 'infer':
-                    floors = floor_rows(comparison, rows, (h, w))
+                    macs = segmentor_macs(comparison.config, (h, w))
+                    floors = floor_rows(comparison, rows, macs)
                     run.setdefault('floors', {})[comparison.title] = floors
-                    print(format_floor(f'{comparison.title}, {setting}{suffix}',
-                                       segmentor_macs(comparison.config, (h, w)), floors))
+                    print(format_floor(f'{comparison.title}, {setting}{suffix}', macs, floors))
             result['runs'].append(run)
             if quiet:
                 kept_runs.append(rows)

@@ -101,21 +101,18 @@ def segmentor_macs(config: str, shape: Tuple[int, int]) -> int:
                                  shape).macs
 
 
-def floor_rows(comparison: Comparison, rows: Sequence[dict], shape: Tuple[int, int]
-               ) -> List[dict]:
+def floor_rows(comparison: Comparison, rows: Sequence[dict], macs: int) -> List[dict]:
     """Per contender timed in ``rows`` (its best layout): milliseconds per image, its floor
-    (the config's MACs at ``shape`` over its arithmetic's peak, also given) and the ratio of
-    the two."""
-    macs = segmentor_macs(comparison.config, shape)
+    (``macs`` per image over its arithmetic's peak, also given) and the ratio of the two."""
     result = []
     for spec in comparison.models:
         speeds = [r['img_s'] for r in rows if r['model'] == spec.name and 'img_s' in r]
         if not speeds:
             continue
-        peak = peak_macs_per_s(spec.arithmetic)
+        peak, seconds = peak_macs_per_s(spec.arithmetic), 1 / max(speeds)
         result.append(dict(model=spec.name, arithmetic=spec.arithmetic, peak_macs_per_s=peak,
-                           ms=1e3 / max(speeds), floor_ms=1e3 * macs / peak,
-                           over_floor=peak / max(speeds) / macs))
+                           ms=1e3 * seconds, floor_ms=1e3 * macs / peak,
+                           over_floor=seconds * peak / macs))
     return result
 
 
