@@ -1,10 +1,13 @@
+import os
+
 from setuptools import find_packages, setup
 
 setup(
     name='mmseg-incnext',
     version='0.1.0',
     description='InceptionNeXt backbones for MMSegmentation (semantic segmentation on ADE20K)',
-    long_description=open('README.md', encoding='utf-8').read() if __import__('os').path.exists('README.md') else '',
+    long_description=(open('README.md', encoding='utf-8').read()
+                      if os.path.exists('README.md') else ''),
     long_description_content_type='text/markdown',
     license='Apache-2.0',
     python_requires='>=3.10',

@@ -71,7 +71,8 @@ def test_no_import_cycles():
 
 # Which of the package's folders each folder may import, as mmseg's own layers: utils at the
 # bottom, the model above it, training and data beside the model, deployment on top of the
-# model (int8 calibration reads datasets), and the tools' runner on top of everything. The package root only registers.
+# model (int8 calibration reads datasets), and the tools' runner on top of everything. The
+# package root only registers.
 ALLOWED = {
     'utils': {'utils'},
     'models': {'models', 'utils'},

@@ -39,7 +39,8 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
-from mmseg_incnext.runner.benchmark.cli import main  # noqa: E402  (after the checkout is on the path)
+# after the checkout is on the path
+from mmseg_incnext.runner.benchmark.cli import main  # noqa: E402
 
 if __name__ == '__main__':
     main()

@@ -18,8 +18,8 @@ import sys
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
-from mmseg_incnext.datasets.cityscapes_prep import (OFFICIAL_COUNTS, CityscapesPrepError,  # noqa: E402
-                                           check, convert)
+from mmseg_incnext.datasets.cityscapes_prep import (  # noqa: E402
+    OFFICIAL_COUNTS, CityscapesPrepError, check, convert)
 
 
 def main():

@@ -7,7 +7,8 @@ _base_ = ['mmseg::mask2former/mask2former_swin-t_8xb2-160k_ade20k-512x512.py']
 # mmseg_incnext.models.mask2former imports mmdet.models (the head's pixel decoder, losses and
 # matcher), or fails naming the extra to install.
 custom_imports = dict(
-    imports=['mmseg_incnext', 'mmseg_incnext.utils.stack_fixes', 'mmseg_incnext.models.mask2former'],
+    imports=['mmseg_incnext', 'mmseg_incnext.utils.stack_fixes',
+             'mmseg_incnext.models.mask2former'],
     allow_failed_imports=False)
 norm_cfg = dict(type='SyncBN', requires_grad=True)
 model = dict(

@@ -2,7 +2,8 @@
 # the paper's recipe (which has none); all else is incnext_t_ade20k.py. The decay type and
 # num_layers are mmseg's ConvNeXt-T UperNet config's (stage_wise, 6): with the base lr
 # 6e-5, the stem and downsampling layers train at 0.9**7, stages 0-3 at 0.9**6 .. 0.9**3,
-# the output norms and the heads at 1 (mmseg_incnext.engine.optimizers.layer_decay_optimizer_constructor has the table).
+# the output norms and the heads at 1 (the table is in
+# mmseg_incnext.engine.optimizers.layer_decay_optimizer_constructor).
 _base_ = ['./incnext_t_ade20k.py']
 
 work_dir = './work_dirs/upernet_incnext_t_ade20k_layer_decay'

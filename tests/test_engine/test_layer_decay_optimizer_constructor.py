@@ -1,6 +1,7 @@
-"""The layer-decay optimizer constructor (mmseg_incnext.engine.optimizers.layer_decay_optimizer_constructor): the lr and weight
-decay of every parameter of each arch against the rule written out here, the config that
-uses it, and its errors."""
+"""The layer-decay optimizer constructor
+(mmseg_incnext.engine.optimizers.layer_decay_optimizer_constructor): the lr and weight decay
+of every parameter of each arch against the rule written out here, the config that uses it,
+and its errors."""
 import os
 import re
 import sys

@@ -4,7 +4,8 @@ bound Amdahl's law puts on what a faster backbone can gain in UperNet."""
 import statistics
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from mmseg_incnext.runner.benchmark.contenders import BACKBONE_CONVNEXT, BACKBONE_OURS, UPERNET_CONVNEXT
+from mmseg_incnext.runner.benchmark.contenders import (BACKBONE_CONVNEXT, BACKBONE_OURS,
+                                                       UPERNET_CONVNEXT)
 from mmseg_incnext.runner.benchmark.specs import Comparison, ModelSpec
 from mmseg_incnext.runner.benchmark.timing import Measurement
 
