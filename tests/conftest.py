@@ -1,13 +1,12 @@
 """Session-wide fixtures: a tiny ADE20K-layout dataset, released-format weights, and a
 short run of the offline demo (a small trained segmentor with its data)."""
 import os
-import subprocess
 import sys
 
 import pytest
 import torch
 
-from tests.helpers import seeded_timm_model
+from tests.helpers import run_command, seeded_timm_model
 
 
 @pytest.fixture(scope='session', autouse=True)
@@ -50,11 +49,7 @@ def released_weights(tmp_path_factory):
 @pytest.fixture(scope='session')
 def demo_run(tmp_path_factory):
     """A shortened run of the main job (`make demo`): 40 iterations on 12 images."""
-    from tests.helpers import HUNG_AFTER_S, REPO_ROOT
     work = tmp_path_factory.mktemp('demo')
-    result = subprocess.run(
-        [sys.executable, 'tools/run_demo.py', '--work-dir', str(work), '--iters', '40',
-         '--num-train', '12', '--num-val', '4'],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=HUNG_AFTER_S)
-    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    result = run_command([sys.executable, 'tools/run_demo.py', '--work-dir', str(work), '--iters',
+                          '40', '--num-train', '12', '--num-val', '4'], check=True)
     return work, result.stdout

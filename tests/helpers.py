@@ -91,7 +91,8 @@ def train_toy_runner(work_dir: str, max_iters: int = 2, resume: bool = False):
 
         def __getitem__(self, index):
             g = torch.Generator().manual_seed(index)
-            return dict(inputs=torch.randn(2, generator=g), data_samples=torch.randn(1, generator=g))
+            return dict(inputs=torch.randn(2, generator=g),
+                        data_samples=torch.randn(1, generator=g))
 
     runner = Runner(
         # A unique name: mmengine shares MessageHub instances between runners of one name.
@@ -119,14 +120,20 @@ HUNG_AFTER_S = 30 * 60
 MMSEG_TOOLS = os.path.join(os.path.dirname(__import__('mmseg').__file__), '.mim', 'tools')
 
 
-def run_tool(args, env=None, cwd=REPO_ROOT) -> str:
-    """Run a command line to its end and return its output; fail with the output's tail
-    when it exits non-zero."""
+def run_command(args, env=None, cwd=REPO_ROOT, check=False) -> subprocess.CompletedProcess:
+    """Run a command line to its end, its stdout and stderr captured as text; ``env`` adds
+    to this process's environment; with ``check``, fail with the output's tail where it
+    exits non-zero. A run past HUNG_AFTER_S fails the test."""
     result = subprocess.run(args, cwd=cwd, capture_output=True, text=True,
                             timeout=HUNG_AFTER_S, env={**os.environ, **(env or {})})
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-4000:]
-    return output
+    assert not check or result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    return result
+
+
+def run_tool(args, env=None, cwd=REPO_ROOT) -> str:
+    """The output (stdout, then stderr) of a command line that must succeed."""
+    result = run_command(args, env, cwd, check=True)
+    return result.stdout + result.stderr
 
 
 # Runs tools one after another in one interpreter, each as `python tool args` would (its

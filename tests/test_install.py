@@ -6,14 +6,13 @@ setuptools from a wheel repacked here from the installed distribution.
 """
 import importlib.metadata
 import os
-import subprocess
 import sys
 import sysconfig
 import zipfile
 
 import pytest
 
-from tests.helpers import HUNG_AFTER_S, REPO_ROOT
+from tests.helpers import REPO_ROOT, run_command
 
 # Python 3.12's venvs are the ones without setuptools.
 pytestmark = pytest.mark.current_stack_only
@@ -31,20 +30,13 @@ def repack(name, folder) -> None:
                 wheel.write(dist.locate_file(file), str(file))
 
 
-def run(args, check=True):
-    result = subprocess.run(args, capture_output=True, text=True, cwd=REPO_ROOT,
-                            timeout=HUNG_AFTER_S)
-    assert not check or result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    return result
-
-
 def test_editable_install_without_setuptools_loads_the_shipped_configs(tmp_path):
     venv = tmp_path / 'venv'
-    run([sys._base_executable, '-m', 'venv', str(venv)])
+    run_command([sys._base_executable, '-m', 'venv', str(venv)], check=True)
     python = str(venv / 'bin' / 'python')
-    run([python, '-m', 'pip', 'uninstall', '-q', '-y', 'setuptools'], check=False)
-    site = run([python, '-c', 'import sysconfig; print(sysconfig.get_path("purelib"))']
-               ).stdout.strip()
+    run_command([python, '-m', 'pip', 'uninstall', '-q', '-y', 'setuptools'])
+    site = run_command([python, '-c', 'import sysconfig; print(sysconfig.get_path("purelib"))'],
+                       check=True).stdout.strip()
     ours = sysconfig.get_path('purelib')
     for entry in os.listdir(ours):  # this suite's packages, but setuptools and the plugin
         if not entry.startswith(SETUPTOOLS_PARTS + ('pip', 'mmseg_incnext', 'mmseg-incnext',
@@ -53,12 +45,12 @@ def test_editable_install_without_setuptools_loads_the_shipped_configs(tmp_path)
             os.symlink(os.path.join(ours, entry), os.path.join(site, entry))
     load = [python, '-c', 'from mmengine.config import Config; '
             'print(Config.fromfile("configs/fpn/incnext_t_ade20k.py").model.backbone.type)']
-    before = run(load, check=False)
+    before = run_command(load)
     assert before.returncode != 0 and 'pkg_resources' in before.stderr, before.stderr[-2000:]
 
     wheels = tmp_path / 'wheels'
     wheels.mkdir()
     repack('setuptools', str(wheels))
-    run([python, '-m', 'pip', 'install', '-q', '--no-index', '--find-links', str(wheels),
-         '-e', REPO_ROOT])
-    assert run(load).stdout.split()[-1] == 'InceptionNeXt'
+    run_command([python, '-m', 'pip', 'install', '-q', '--no-index', '--find-links',
+                 str(wheels), '-e', REPO_ROOT], check=True)
+    assert run_command(load, check=True).stdout.split()[-1] == 'InceptionNeXt'

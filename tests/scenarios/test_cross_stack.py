@@ -25,10 +25,6 @@ def numpy_major(python: str) -> int:
         [python, '-c', 'import numpy; print(numpy.__version__.split(".")[0])'], text=True))
 
 
-def run(python, *args):
-    return run_tool([python, *args])
-
-
 def pickled_numpy_module(checkpoint: str) -> bytes:
     with zipfile.ZipFile(checkpoint) as archive:
         pickled = archive.read(next(n for n in archive.namelist() if n.endswith('data.pkl')))
@@ -47,16 +43,17 @@ def test_checkpoint_crosses_stacks_both_ways(tmp_path, tiny_ade20k, released_wei
     config = write_tiny_config(str(tmp_path), 'configs/fpn/incnext_t_ade20k.py', tiny_ade20k,
                                released_weights('atto'))
     work = str(tmp_path / 'work')
-    validated = miou(run(legacy, 'tools/train.py', config, '--work-dir', work))
+    validated = miou(run_tool([legacy, 'tools/train.py', config, '--work-dir', work]))
     written = os.path.join(work, 'iter_2.pth')
     assert pickled_numpy_module(written) == b'numpy.core.multiarray'
     for writer, reader, iters in ((legacy, current, 3), (current, legacy, 4)):
         # the reader evaluates the checkpoint as the writer's last validation did
-        out = run(reader, 'tools/test.py', config, written, '--work-dir', work)
+        out = run_tool([reader, 'tools/test.py', config, written, '--work-dir', work])
         assert miou(out) == pytest.approx(validated, abs=0.01)
-        out = run(reader, 'tools/train.py', config, '--work-dir', work, '--resume',
-                  '--cfg-options', f'train_cfg.max_iters={iters}',
-                  f'train_cfg.val_interval={iters}', f'default_hooks.checkpoint.interval={iters}')
+        out = run_tool([reader, 'tools/train.py', config, '--work-dir', work, '--resume',
+                        '--cfg-options', f'train_cfg.max_iters={iters}',
+                        f'train_cfg.val_interval={iters}',
+                        f'default_hooks.checkpoint.interval={iters}'])
         assert f'resumed epoch: 0, iter: {iters - 1}' in out
         assert f'Iter(train) [{iters}/{iters}]' in out
         validated, written = miou(out), os.path.join(work, f'iter_{iters}.pth')

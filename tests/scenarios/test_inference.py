@@ -1,7 +1,6 @@
 """Inference: the offline demo job, mmseg's API with our checkpoints, and tools/image_demo.py."""
 import os
 import re
-import subprocess
 import sys
 
 import cv2
@@ -10,7 +9,7 @@ import pytest
 
 import mmseg_incnext  # noqa: F401
 from mmseg_incnext.runner.visualization import ImageReadError, read_image
-from tests.helpers import HUNG_AFTER_S, REPO_ROOT
+from tests.helpers import REPO_ROOT, run_command
 
 DEMO_CONFIG = os.path.join(REPO_ROOT, 'configs', 'demo', 'incnext_atto_fpn_synthetic.py')
 
@@ -75,11 +74,10 @@ def write_inputs(folder):
 def test_image_demo_on_every_kind_of_input(checkpoint, tmp_path):
     expected = write_inputs(tmp_path / 'in')
     out = tmp_path / 'out'
-    result = subprocess.run(
+    result = run_command(
         [sys.executable, 'tools/image_demo.py', DEMO_CONFIG, checkpoint, str(tmp_path / 'in'),
          str(tmp_path / 'missing.png'), '--out-dir', str(out), '--device', 'cpu',
-         '--slide-above', '500000'],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=HUNG_AFTER_S)
+         '--slide-above', '500000'])
     assert result.returncode == 1, result.stderr[-3000:]
     assert 'corrupt.jpg: not a readable image' in result.stderr
     assert 'missing.png: file not found' in result.stderr
@@ -96,9 +94,8 @@ def test_image_demo_on_every_kind_of_input(checkpoint, tmp_path):
 
 def test_image_demo_empty_folder(checkpoint, tmp_path):
     (tmp_path / 'empty').mkdir()
-    result = subprocess.run(
-        [sys.executable, 'tools/image_demo.py', DEMO_CONFIG, checkpoint, str(tmp_path / 'empty')],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=HUNG_AFTER_S)
+    result = run_command(
+        [sys.executable, 'tools/image_demo.py', DEMO_CONFIG, checkpoint, str(tmp_path / 'empty')])
     assert result.returncode != 0 and 'no images' in result.stderr
 
 

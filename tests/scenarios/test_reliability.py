@@ -4,7 +4,6 @@ import glob
 import json
 import os
 import signal
-import subprocess
 import sys
 
 import pytest
@@ -14,7 +13,7 @@ import mmseg_incnext  # noqa: F401
 from mmseg_incnext.utils.atomic_files import atomic_write
 from mmseg_incnext.utils.checkpoint_io import AtomicLocalBackend, latest_complete_checkpoint
 from mmseg_incnext.utils.checkpoint_safety import UnsafeCheckpointError, safe_torch_load
-from tests.helpers import (HUNG_AFTER_S, REPO_ROOT, WritesFile, free_port, miou, run_tool,
+from tests.helpers import (REPO_ROOT, WritesFile, free_port, miou, run_command, run_tool,
                            run_tools_in_one_process, write_tiny_config)
 
 FPN = 'configs/fpn/incnext_t_ade20k.py'
@@ -37,12 +36,8 @@ def config_with(tmp_path, data, weights, iters=4, extra_hooks='', base=FPN):
 
 
 def train(config, work, *args, env=None, check=True):
-    result = subprocess.run([sys.executable, 'tools/train.py', config, '--work-dir', str(work),
-                             *args], cwd=REPO_ROOT, capture_output=True, text=True,
-                            timeout=HUNG_AFTER_S, env={**os.environ, **WITH_TESTS, **(env or {})})
-    if check:
-        assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
-    return result
+    return run_command([sys.executable, 'tools/train.py', config, '--work-dir', str(work), *args],
+                       env={**WITH_TESTS, **(env or {})}, check=check)
 
 
 def logged_losses(work):
@@ -124,16 +119,16 @@ def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
     assert sorted(os.listdir(tmp_path)) == ['iter_8.pth']  # no temporary left behind
 
 
-def test_losing_a_rank_ends_the_job_and_dist_resume_and_test_work(tmp_path, tiny_ade20k, released_weights):
+def test_losing_a_rank_ends_the_job_and_dist_resume_and_test_work(tmp_path, tiny_ade20k,
+                                                                  released_weights):
     config = config_with(tmp_path, tiny_ade20k, released_weights('atto'), iters=6,
                          extra_hooks="dict(type='KillProcessHook', at_iter=4, rank=1)")
     work = tmp_path / 'work'
     # No hang: the surviving rank must end with the job (the timeout fails the test).
-    result = subprocess.run(
+    result = run_command(
         ['bash', 'tools/dist_train.sh', config, '2', '--work-dir', str(work), '--cfg-options',
          'default_hooks.checkpoint.interval=2'],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=HUNG_AFTER_S,
-        env={**os.environ, 'PORT': str(free_port()), 'OMP_NUM_THREADS': '1'})
+        env={'PORT': str(free_port()), 'OMP_NUM_THREADS': '1'})
     output = result.stdout + result.stderr
     assert result.returncode != 0
     assert 'rank      : 1' in output and 'SIGKILL' in output, output[-3000:]

@@ -1,13 +1,12 @@
 """tools/train.py and test.py, and mmseg's own tools, on a tiny ADE20K copy (dist_train.sh
 and dist_test.sh: tests/scenarios/test_reliability.py)."""
 import os
-import subprocess
 import sys
 
 import pytest
 from mmseg_incnext.utils.checkpoint_safety import safe_torch_load
-from tests.helpers import (HUNG_AFTER_S, MMSEG_TOOLS, REPO_ROOT, miou,
-                           run_tool as run, run_tools_in_one_process, write_tiny_config)
+from tests.helpers import (MMSEG_TOOLS, miou, run_command, run_tool as run,
+                           run_tools_in_one_process, write_tiny_config)
 
 
 @pytest.fixture(scope='module')
@@ -61,8 +60,7 @@ def test_missing_data_root_fails_before_building(tmp_path, released_weights):
     config = write_tiny_config(str(tmp_path), 'configs/fpn/incnext_t_ade20k.py',
                                str(tmp_path / 'no_such_dataset'), released_weights('atto'))
     work = tmp_path / 'work'
-    result = subprocess.run([sys.executable, 'tools/train.py', config, '--work-dir', str(work)],
-                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=HUNG_AFTER_S)
+    result = run_command([sys.executable, 'tools/train.py', config, '--work-dir', str(work)])
     assert result.returncode != 0
     assert 'Dataset not found' in result.stderr and 'no_such_dataset' in result.stderr
     assert 'prepare_ade20k.py' in result.stderr

@@ -1,9 +1,9 @@
 """Each config has its own work dir under our tools and mmseg's, and --resume refuses a
-checkpoint that another model wrote (mmseg_incnext.engine.hooks.training_hooks.ResumeSameModelHook)."""
+checkpoint that another model wrote
+(mmseg_incnext.engine.hooks.training_hooks.ResumeSameModelHook)."""
 import glob
 import os
 import shutil
-import subprocess
 import sys
 
 import pytest
@@ -11,10 +11,11 @@ import torch
 from mmengine.config import Config
 from mmengine.runner import Runner
 
-from mmseg_incnext.utils.checkpoint_safety import CheckpointError, UnsafeCheckpointError, safe_torch_load
 from mmseg_incnext.runner.complexity import PAPER_MODEL_SIZES
-from tests.helpers import (HUNG_AFTER_S, MMSEG_TOOLS, REPO_ROOT, run_tools_in_one_process,
-                           write_tiny_config)
+from mmseg_incnext.utils.checkpoint_safety import (CheckpointError, UnsafeCheckpointError,
+                                                  safe_torch_load)
+from tests.helpers import (MMSEG_TOOLS, REPO_ROOT, run_command, run_tool,
+                           run_tools_in_one_process, write_tiny_config)
 
 # Stack-independent (mmengine's and mmseg's work-dir logic, the same versions on both
 # stacks): run once, by the current stack.
@@ -28,13 +29,8 @@ SHIPPED = sorted(os.path.relpath(path, REPO_ROOT) for path in
                  if os.path.basename(os.path.dirname(path)) not in ('_base_', 'deploy'))
 FPN, UPERNET = 'configs/fpn/incnext_t_ade20k.py', 'configs/upernet/incnext_t_ade20k.py'
 
-def run(args, cwd=REPO_ROOT, check=True):
-    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=HUNG_AFTER_S,
-                            env={**os.environ, 'PYTHONPATH': REPO_ROOT})
-    output = result.stdout + result.stderr
-    if check:
-        assert result.returncode == 0, output[-4000:]
-    return result.returncode, output
+# every run as the suite imports: the checkout first on sys.path
+ON_PATH = {'PYTHONPATH': REPO_ROOT}
 
 
 def test_shipped_configs_are_found():
@@ -54,7 +50,7 @@ def test_each_config_has_its_own_work_dir(tmp_path, tool):
                 for config in SHIPPED]
     commands.append([TRAIN_TOOLS[tool], os.path.join(REPO_ROOT, UPERNET), *extra, '--work-dir',
                      'chosen', *stop])
-    runs = run_tools_in_one_process(commands, env={'PYTHONPATH': REPO_ROOT}, cwd=tmp_path,
+    runs = run_tools_in_one_process(commands, env=ON_PATH, cwd=tmp_path,
                                     check=False)
     assert all((r.error or '').startswith('KeyError') and 'NotAModel' in r.error for r in runs), \
         [r.error for r in runs]
@@ -75,7 +71,7 @@ def fpn_run(tmp_path_factory, tiny_ade20k, released_weights):
     root = tmp_path_factory.mktemp('fpn_run')
     config = tiny(root / 'fpn', FPN, tiny_ade20k, released_weights('atto'))
     work = root / 'work'
-    run([sys.executable, 'tools/train.py', config, '--work-dir', str(work)])
+    run_tool([sys.executable, 'tools/train.py', config, '--work-dir', str(work)], env=ON_PATH)
     return config, work
 
 
@@ -95,9 +91,10 @@ def test_resume_of_another_model_stops_naming_both(tmp_path, fpn_run, tiny_ade20
     upernet_config = tiny(tmp_path / 'upernet', UPERNET, tiny_ade20k, released_weights('atto'))
     assert os.path.basename(upernet_config) == os.path.basename(fpn_config)
     before = checkpoints(work)
-    code, out = run([sys.executable, TRAIN_TOOLS[tool], upernet_config, '--work-dir', str(work),
-                     '--resume'], check=False)
-    assert code != 0
+    result = run_command([sys.executable, TRAIN_TOOLS[tool], upernet_config, '--work-dir',
+                          str(work), '--resume'], env=ON_PATH)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0
     assert f'--resume refused: {work / "iter_2.pth"} was written by another model' in out, \
         out[-4000:]
     assert f'written by: {fpn_config} (EncoderDecoder: backbone InceptionNeXt-atto, neck FPN,' \
@@ -160,10 +157,10 @@ def test_same_model_resumes_from_another_config_file(tmp_path, fpn_run, tiny_ade
     shutil.copy(fpn_config, copy)
     init = tmp_path / 'init.pth'
     shutil.copy(released_weights('atto'), init)
-    _, out = run([sys.executable, 'tools/train.py', str(copy), '--work-dir', str(resumed_work),
-                  '--resume', '--cfg-options', 'train_cfg.max_iters=3',
-                  'train_cfg.val_interval=3', 'default_hooks.checkpoint.interval=3',
-                  f'model.backbone.init_cfg.checkpoint={init}'])
+    out = run_tool([sys.executable, 'tools/train.py', str(copy), '--work-dir', str(resumed_work),
+                    '--resume', '--cfg-options', 'train_cfg.max_iters=3',
+                    'train_cfg.val_interval=3', 'default_hooks.checkpoint.interval=3',
+                    f'model.backbone.init_cfg.checkpoint={init}'], env=ON_PATH)
     assert 'resumed epoch: 0, iter: 2' in out and 'Iter(train) [3/3]' in out
     meta = safe_torch_load(str(resumed_work / 'iter_3.pth'))['meta']
     assert meta['written_by']['config'] == str(copy)

@@ -3,7 +3,6 @@ Cityscapes configs against mmseg's recipe, and a tiny run of them with our tools
 import os
 import re
 import shutil
-import subprocess
 import sys
 import zipfile
 
@@ -18,7 +17,7 @@ from mmseg_incnext.datasets.cityscapes_prep import (ArchiveContentsError, Citysc
                                            MissingArchiveError, OutputConflictError, convert)
 from mmseg_incnext.datasets.config_check import check_data, split_specs
 from mmseg_incnext.datasets.synthetic import make_synthetic_cityscapes, zip_synthetic_cityscapes
-from tests.helpers import (HUNG_AFTER_S, MMSEG_TOOLS, REPO_ROOT, miou, run_tool as run,
+from tests.helpers import (MMSEG_TOOLS, REPO_ROOT, miou, run_command, run_tool as run,
                            run_tools_in_one_process)
 
 # Stack-independent (label tables and file conversion): run once, by the current stack.
@@ -36,8 +35,7 @@ LOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
 
 
 def prepare(*args):
-    return subprocess.run([sys.executable, 'tools/prepare_cityscapes.py', *args],
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=HUNG_AFTER_S)
+    return run_command([sys.executable, 'tools/prepare_cityscapes.py', *args])
 
 
 @pytest.fixture(scope='module')
@@ -160,10 +158,8 @@ def test_synthetic_tool_and_in_place_conversion(tmp_path):
     """docs/recipes.md's commands: tools/make_synthetic_cityscapes.py, then
     tools/prepare_cityscapes.py converting the unpacked folder in place."""
     root = str(tmp_path / 'cityscapes')
-    made = subprocess.run([sys.executable, 'tools/make_synthetic_cityscapes.py', root,
-                           '--per-city', '1'], cwd=REPO_ROOT, capture_output=True, text=True,
-                          timeout=HUNG_AFTER_S)
-    assert made.returncode == 0, made.stderr[-3000:]
+    run_command([sys.executable, 'tools/make_synthetic_cityscapes.py', root, '--per-city', '1'],
+                check=True)
     before = {path: os.stat(path).st_mtime_ns for path, _, _ in raw_pairs(root, 'train')}
     assert len(before) == 2
     result = prepare(root, '--out', root, '--any-counts')

@@ -2,7 +2,6 @@
 split and every rank; clean verdicts cached; --skip-data-check."""
 import os
 import shutil
-import subprocess
 import sys
 
 import numpy as np
@@ -12,7 +11,7 @@ from PIL import Image
 
 from mmseg_incnext.datasets.data_check import SplitSpec, scan_split
 from mmseg_incnext.datasets.config_check import check_data
-from tests.helpers import HUNG_AFTER_S, REPO_ROOT, free_port, write_tiny_config
+from tests.helpers import free_port, run_command, write_tiny_config
 
 FPN = 'configs/fpn/incnext_t_ade20k.py'
 LOADERS = ['train_dataloader', 'val_dataloader']
@@ -114,8 +113,7 @@ def test_parallel_scan_reports_the_same_as_one_process(tmp_path, tiny_ade20k):
 
 
 def train(config, *args):
-    return subprocess.run([sys.executable, 'tools/train.py', config, *args], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=HUNG_AFTER_S)
+    return run_command([sys.executable, 'tools/train.py', config, *args])
 
 
 def test_train_stops_before_the_first_iteration_naming_every_bad_file(tmp_path, tiny_ade20k,
@@ -146,11 +144,9 @@ def test_distributed_launch_fails_on_every_rank_alike(tmp_path, tiny_ade20k, rel
     data = copy_data(tiny_ade20k, tmp_path)
     target = damage(data, 'training', 'truncated image')
     config = write_tiny_config(str(tmp_path), FPN, str(data), released_weights('atto'))
-    result = subprocess.run(
+    result = run_command(
         ['bash', 'tools/dist_train.sh', config, '2', '--work-dir', str(tmp_path / 'work')],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=HUNG_AFTER_S,
-        env={**os.environ, 'PORT': str(free_port()), 'OMP_NUM_THREADS': '1',
-             'PYTHONUNBUFFERED': '1'})
+        env={'PORT': str(free_port()), 'OMP_NUM_THREADS': '1', 'PYTHONUNBUFFERED': '1'})
     output = result.stdout + result.stderr
     assert result.returncode != 0
     # rank 0 scanned; both ranks raise its verdict, and neither starts training. The ranks

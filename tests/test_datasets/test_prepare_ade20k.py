@@ -1,20 +1,18 @@
 """tools/prepare_ade20k.py: unpacking the official zip into mmseg's layout and checking it."""
 import os
-import subprocess
 import sys
 import zipfile
 
 import pytest
 
-from tests.helpers import HUNG_AFTER_S, REPO_ROOT
+from tests.helpers import run_command
 
 # Stack-independent (unzipping and laying out files): run once, by the current stack.
 pytestmark = pytest.mark.stack_independent
 
 
 def prepare(*args):
-    return subprocess.run([sys.executable, 'tools/prepare_ade20k.py', *args], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=HUNG_AFTER_S)
+    return run_command([sys.executable, 'tools/prepare_ade20k.py', *args])
 
 
 def zip_dataset(root, path, skip=()):

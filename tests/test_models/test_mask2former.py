@@ -3,7 +3,6 @@ without mmdet (mmseg_incnext.models.mask2former); a tiny run of our tools and mm
 export of tools/export_onnx.py (mmseg_incnext.deploy.mask2former_export)."""
 import os
 import re
-import subprocess
 import sys
 
 import pytest
@@ -11,7 +10,8 @@ import torch
 import torch.nn as nn
 from mmengine.config import Config
 
-from tests.helpers import ATTO_DIMS, HUNG_AFTER_S, MMSEG_TOOLS, REPO_ROOT, miou, write_tiny_config
+from tests.helpers import (ATTO_DIMS, MMSEG_TOOLS, REPO_ROOT, miou, run_command, run_tool,
+                           write_tiny_config)
 
 MMSEG_CONFIGS = os.path.join(os.path.dirname(__import__('mmseg').__file__), '.mim', 'configs')
 SWIN_T = os.path.join(MMSEG_CONFIGS, 'mask2former',
@@ -30,15 +30,6 @@ WITHOUT_MMDET = "import sys; sys.modules['mmdet'] = None\n"
 
 def config_path(size):
     return os.path.join(REPO_ROOT, 'configs', 'mask2former', f'incnext_{size}_ade20k.py')
-
-
-def run(args, check=True):
-    result = subprocess.run(args, cwd=REPO_ROOT, capture_output=True, text=True,
-                            timeout=HUNG_AFTER_S)
-    output = result.stdout + result.stderr
-    if check:
-        assert result.returncode == 0, output[-4000:]
-    return result.returncode, output
 
 
 def build(cfg):
@@ -63,7 +54,8 @@ def test_config_is_swins_recipe_with_our_backbone(size):
     arch = ARCHS[size]
     assert cfg.work_dir == f'./work_dirs/mask2former_incnext_{size}_ade20k'
     assert cfg.custom_imports == dict(
-        imports=['mmseg_incnext', 'mmseg_incnext.utils.stack_fixes', 'mmseg_incnext.models.mask2former'],
+        imports=['mmseg_incnext', 'mmseg_incnext.utils.stack_fixes',
+                 'mmseg_incnext.models.mask2former'],
         allow_failed_imports=False)
     # The backbone of our UperNet config of this size (the paper's drop-path rates).
     upernet = Config.fromfile(os.path.join(REPO_ROOT, 'configs', 'upernet',
@@ -165,8 +157,9 @@ except TypeError as err:
 cfg = Config.fromfile({config_path('t')!r})
 MODELS.build(cfg.model)
 '''
-    code, out = run([sys.executable, '-c', script], check=False)
-    assert code != 0
+    result = run_command([sys.executable, '-c', script])
+    out = result.stdout + result.stderr
+    assert result.returncode != 0
     assert "WITHOUT OUR MODULE: BaseModule.__init__() got an unexpected keyword" in out, out
     message = ('ImportError: The Mask2Former configs need mmdet: '
                'pip install "mmseg-incnext[mask2former]" (mmdet==3.3.0). '
@@ -174,13 +167,14 @@ MODELS.build(cfg.model)
     assert message in out, out[-3000:]
 
     tool = os.path.join(MMSEG_TOOLS, 'train.py')
-    code, out = run([sys.executable, '-c', WITHOUT_MMDET + f'''
+    result = run_command([sys.executable, '-c', WITHOUT_MMDET + f'''
 import runpy
 sys.path.insert(0, {os.path.dirname(tool)!r})
 sys.argv = [{tool!r}, {config_path('t')!r}]
 runpy.run_path(sys.argv[0], run_name='__main__')
-'''], check=False)
-    assert code != 0 and message in out, out[-3000:]
+'''])
+    out = result.stdout + result.stderr
+    assert result.returncode != 0 and message in out, out[-3000:]
 
 
 @pytest.fixture(scope='module')
@@ -201,7 +195,7 @@ def trained(tiny_mask2former, tmp_path_factory):
     """Our tools/train.py's run: its iteration-2 checkpoint and the mIoU of the validation
     after iteration 2."""
     work = str(tmp_path_factory.mktemp('trained'))
-    _, out = run([sys.executable, 'tools/train.py', tiny_mask2former, '--work-dir', work])
+    out = run_tool([sys.executable, 'tools/train.py', tiny_mask2former, '--work-dir', work])
     assert 'Iter(train) [2/2]' in out and 'decode.loss_dice' in out, out[-3000:]
     assert 'Loaded 220/240 backbone tensors' in out  # released atto weights, output norms new
     return os.path.join(work, 'iter_2.pth'), miou(out)
@@ -212,8 +206,8 @@ def test_mmsegs_test_tool_reproduces_our_trainers_validation(tiny_mask2former, t
     """mmseg's test.py on our train.py's checkpoint: the mIoU of the validation in training
     (the same weights on the same images)."""
     checkpoint, validated = trained
-    _, out = run([sys.executable, os.path.join(MMSEG_TOOLS, 'test.py'), tiny_mask2former,
-                  checkpoint, '--work-dir', str(tmp_path)])
+    out = run_tool([sys.executable, os.path.join(MMSEG_TOOLS, 'test.py'), tiny_mask2former,
+                    checkpoint, '--work-dir', str(tmp_path)])
     assert miou(out) == pytest.approx(validated, abs=0.01)
 
 
@@ -259,8 +253,8 @@ def test_export_onnx_tool_verifies_a_trained_mask2former(tiny_mask2former, train
     only after ONNX Runtime reproduced PyTorch on three sizes (one odd), as it prints."""
     checkpoint, _ = trained
     out = str(tmp_path / 'mask2former.onnx')
-    _, output = run([sys.executable, 'tools/export_onnx.py', tiny_mask2former, checkpoint,
-                     '--out', out, '--shape', '64', '64', '--dynamic'])
+    output = run_tool([sys.executable, 'tools/export_onnx.py', tiny_mask2former, checkpoint,
+                       '--out', out, '--shape', '64', '64', '--dynamic'])
     assert os.path.isfile(out)
     figures = re.findall(r'(\d+)x3x(\d+)x(\d+): max abs logit diff ([0-9.e+-]+), '
                          r'labels equal ([0-9.]+)%', output)

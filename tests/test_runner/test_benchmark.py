@@ -3,7 +3,6 @@ fails), and the reports add up."""
 import json
 import os
 import re
-import subprocess
 import sys
 from functools import partial
 
@@ -25,7 +24,7 @@ from mmseg_incnext.runner.benchmark.rounds import round_orders
 from mmseg_incnext.runner.benchmark.specs import Comparison, ModelSpec, select
 from mmseg_incnext.runner.benchmark.timing import measure
 from mmseg_incnext.utils.compat import onednn_version
-from tests.helpers import HUNG_AFTER_S, REPO_ROOT
+from tests.helpers import REPO_ROOT, run_command
 
 # Stack-independent (the report and its options; the models it times are tested on both
 # stacks): run once, by the current stack.
@@ -45,9 +44,7 @@ def test_benchmark_smoke(tmp_path):
            '--batch', '2', '--warmup', '0', '--repeats', '1', '--threads', '1',
            '--arch', 'atto', '--only', 'InceptionNeXt-A (ours', '--runs', '2',
            '--json', str(out)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=HUNG_AFTER_S,
-                          cwd=REPO_ROOT)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = run_command(cmd, check=True)
     assert 'x ConvNeXt-T' in proc.stdout and 'deployed' in proc.stdout
     result = json.loads(out.read_text())
     assert_no_error_rows(result)
@@ -85,9 +82,7 @@ def one_segmentor_run(tmp_path, *args):
     cmd = [sys.executable, os.path.join(REPO_ROOT, 'tools', 'benchmark.py'), '--level',
            'segmentor', '--sizes', '64', '--modes', 'infer', '--layouts', 'cl', '--warmup', '0',
            '--repeats', '1', '--threads', '1', '--no-memory', '--json', str(out), *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=HUNG_AFTER_S,
-                          cwd=REPO_ROOT)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = run_command(cmd, check=True)
     result = json.loads(out.read_text())
     assert_no_error_rows(result)
     (run, ) = result['runs']

@@ -5,7 +5,6 @@ the same crafted files must be refused on both, without running.
 """
 import os
 import pickle
-import subprocess
 import sys
 import zipfile
 
@@ -18,8 +17,7 @@ from mmengine.runner.checkpoint import CheckpointLoader
 import mmseg_incnext.utils.stack_fixes  # noqa: F401  (routes mmengine's loaders to safe_torch_load)
 from mmseg_incnext.utils.checkpoint_safety import (UnsafeCheckpointError, history_buffer_method,
                                              latin1_encode, restricted_pickle, safe_torch_load)
-from tests.helpers import (CRAFTED_PAYLOADS, HUNG_AFTER_S, REPO_ROOT, RunsShell,
-                           train_toy_runner)
+from tests.helpers import CRAFTED_PAYLOADS, REPO_ROOT, run_command, RunsShell, train_toy_runner
 
 
 def pickled_bytes(path):
@@ -54,7 +52,7 @@ def test_checkpoint_written_without_plugin_loads(tmp_path):
             'from tests.helpers import train_toy_runner\n'
             'train_toy_runner(%r, max_iters=2)\n'
             "assert 'mmseg_incnext' not in sys.modules\n") % (REPO_ROOT, str(tmp_path))
-    subprocess.run([sys.executable, '-c', code], check=True, capture_output=True)
+    run_command([sys.executable, '-c', code], check=True)
     checkpoint = CheckpointLoader.load_checkpoint(str(tmp_path / 'iter_2.pth'),
                                                   map_location='cpu')
     assert checkpoint['meta']['iter'] == 2
@@ -200,6 +198,4 @@ def test_importing_the_package_changes_nothing_but_the_registries():
         "assert CheckpointLoader._schemes[''] is load_from_local\n"
         "assert registry_utils.prefix_to_backends[''].__name__ == 'AtomicLocalBackend'\n"
         'assert checkpoint.load_from_http is before[4], "stack_fixes reassigned mmengine"\n')
-    result = subprocess.run([sys.executable, '-c', code], cwd=REPO_ROOT, capture_output=True,
-                            text=True, timeout=HUNG_AFTER_S)
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_command([sys.executable, '-c', code], check=True)
