@@ -97,7 +97,7 @@ py_version() { "$1" -c 'import sys; print("%d.%d" % sys.version_info[:2])'; }
 got="$(py_version "$PY_BIN")" || { echo "!!! [setup $STACK] $PY_BIN does not run" >&2; exit 1; }
 if [[ "$got" != "$PYTHON_VERSION" ]]; then
     echo "[setup $STACK] WARNING: $PY_BIN is Python $got; CI tests the $STACK stack with" \
-         "$PYTHON_VERSION (README \"Supported stacks\"). Continuing." >&2
+         "$PYTHON_VERSION (README \"Install\"). Continuing." >&2
 fi
 echo "[setup $STACK] using $PY_BIN"
 
