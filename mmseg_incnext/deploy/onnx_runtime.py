@@ -140,6 +140,7 @@ class OnnxSegmentor(EncoderDecoder):
                              'demo need an export with --output logits')
         print_log(self.graph.precision_note(), logger='current')
         self.onnx_file = onnx_file
+        self.backend = backend
         self.out_channels = num_classes
         self.num_classes = num_classes
         self.align_corners = align_corners
