@@ -150,6 +150,8 @@ for argv in json.loads(sys.argv[1]):
     except SystemExit as exit:
         if exit.code not in (None, 0):
             error = f'SystemExit: {exit.code}'
+        if not isinstance(exit.code, (int, type(None))):
+            print(exit.code, file=sys.stderr)  # as the interpreter does on exit
     except Exception as err:
         traceback.print_exc()
         error = f'{type(err).__name__}: {err}'
@@ -162,21 +164,24 @@ _RUN_END = re.compile(r'\n@@run ended: (.*)@@\n')
 
 
 class ToolRun(NamedTuple):
-    output: str  # its stdout, then its stderr
+    stdout: str
+    stderr: str
     error: Optional[str]  # 'Type: message' of what it raised, None if it succeeded
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
 
 
 def run_tools_in_one_process(runs, env=None, cwd=REPO_ROOT, check=True) -> List[ToolRun]:
     """Run each of ``runs`` (``[tool.py, *args]``) to its end in one Python process, in
     order, and return how each ended; with ``check``, fail with the output's tail where one
     raised."""
-    result = subprocess.run([sys.executable, '-c', _TOOLS_DRIVER, json.dumps(runs)], cwd=cwd,
-                            capture_output=True, text=True, timeout=HUNG_AFTER_S,
-                            env={**os.environ, **(env or {})})
-    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    result = run_command([sys.executable, '-c', _TOOLS_DRIVER, json.dumps(runs)], env, cwd,
+                         check=True)
     stdout, stderr = (_RUN_END.split(out) for out in (result.stdout, result.stderr))
     # split: [output, error, output, error, ..., rest]
-    ended = [ToolRun(out + err, json.loads(error)) for out, err, error in
+    ended = [ToolRun(out, err, json.loads(error)) for out, err, error in
              zip(stdout[0::2], stderr[0::2], stdout[1::2])]
     assert len(ended) == len(runs), (result.stdout + result.stderr)[-4000:]
     if check:

@@ -1,7 +1,6 @@
 """Inference: the offline demo job, mmseg's API with our checkpoints, and tools/image_demo.py."""
 import os
 import re
-import sys
 
 import cv2
 import numpy as np
@@ -9,7 +8,7 @@ import pytest
 
 import mmseg_incnext  # noqa: F401
 from mmseg_incnext.runner.visualization import ImageReadError, read_image
-from tests.helpers import REPO_ROOT, run_command
+from tests.helpers import REPO_ROOT, run_tools_in_one_process
 
 DEMO_CONFIG = os.path.join(REPO_ROOT, 'configs', 'demo', 'incnext_atto_fpn_synthetic.py')
 
@@ -71,17 +70,19 @@ def write_inputs(folder):
             'deep16': (64, 80), 'odd': (37, 91), 'large': (600, 1100)}
 
 
-def test_image_demo_on_every_kind_of_input(checkpoint, tmp_path):
+def test_image_demo_on_every_kind_of_input_and_an_empty_folder(checkpoint, tmp_path):
     expected = write_inputs(tmp_path / 'in')
     out = tmp_path / 'out'
-    result = run_command(
-        [sys.executable, 'tools/image_demo.py', DEMO_CONFIG, checkpoint, str(tmp_path / 'in'),
+    (tmp_path / 'empty').mkdir()
+    every_kind, empty = run_tools_in_one_process([
+        ['tools/image_demo.py', DEMO_CONFIG, checkpoint, str(tmp_path / 'in'),
          str(tmp_path / 'missing.png'), '--out-dir', str(out), '--device', 'cpu',
-         '--slide-above', '500000'])
-    assert result.returncode == 1, result.stderr[-3000:]
-    assert 'corrupt.jpg: not a readable image' in result.stderr
-    assert 'missing.png: file not found' in result.stderr
-    assert f'{len(expected)}/{len(expected) + 2} images segmented' in result.stdout
+         '--slide-above', '500000'],
+        ['tools/image_demo.py', DEMO_CONFIG, checkpoint, str(tmp_path / 'empty')]], check=False)
+    assert every_kind.error == 'SystemExit: 1', every_kind.stderr[-3000:]
+    assert 'corrupt.jpg: not a readable image' in every_kind.stderr
+    assert 'missing.png: file not found' in every_kind.stderr
+    assert f'{len(expected)}/{len(expected) + 2} images segmented' in every_kind.stdout
     for name, shape in expected.items():
         labels = cv2.imread(str(out / f'{name}_labels.png'), cv2.IMREAD_UNCHANGED)
         assert labels.shape == shape and labels.max() < 150, name
@@ -91,12 +92,7 @@ def test_image_demo_on_every_kind_of_input(checkpoint, tmp_path):
     same = cv2.imread(str(out / 'deep16_labels.png'), cv2.IMREAD_UNCHANGED)
     assert (same == cv2.imread(str(out / 'plain_labels.png'), cv2.IMREAD_UNCHANGED)).all()
 
-
-def test_image_demo_empty_folder(checkpoint, tmp_path):
-    (tmp_path / 'empty').mkdir()
-    result = run_command(
-        [sys.executable, 'tools/image_demo.py', DEMO_CONFIG, checkpoint, str(tmp_path / 'empty')])
-    assert result.returncode != 0 and 'no images' in result.stderr
+    assert empty.error is not None and 'no images' in empty.stderr, empty.output[-3000:]
 
 
 def test_read_image_conversions(tmp_path):
