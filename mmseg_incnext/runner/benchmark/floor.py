@@ -70,6 +70,7 @@ def _int8_peak() -> float:
         except ImportError:
             openvino = None
         if openvino is not None:
+            # not through OpenVINOGraph, whose run() copies the output: the copy is no MAC
             compiled = openvino.Core().compile_model(
                 path, 'CPU', {'INFERENCE_NUM_THREADS': torch.get_num_threads()})
             request = compiled.create_infer_request()
