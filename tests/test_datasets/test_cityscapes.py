@@ -306,6 +306,9 @@ def tiny_options(data_root, weights):
     return ['--cfg-options', *options]
 
 
+TOOLS = ('ours', 'mmseg')
+
+
 def tool(tools, name):
     return os.path.join(os.path.join(REPO_ROOT, 'tools') if tools == 'ours' else MMSEG_TOOLS,
                         name)
@@ -314,28 +317,24 @@ def tool(tools, name):
 @pytest.fixture(scope='module')
 def trained(prepared, released_weights, tmp_path_factory):
     """The Cityscapes UperNet-T config (shrunk by --cfg-options) trained 2 iterations by
-    our tools/train.py or mmseg's, then tested by the same tools' test.py, each once:
-    tools -> (checkpoint, train output, test output)."""
+    our tools/train.py and by mmseg's, then tested by the same tools' test.py, all in one
+    process: tools -> (checkpoint, train output, test output)."""
     _, data_root = prepared
-    runs = {}
-
-    def get(tools):
-        if tools not in runs:
-            options = tiny_options(data_root, released_weights('atto'))
-            work = str(tmp_path_factory.mktemp(f'trained_{tools}'))
-            config = os.path.join(REPO_ROOT, CONFIGS['t'])
-            checkpoint = os.path.join(work, 'iter_2.pth')
-            trained, tested = run_tools_in_one_process([
-                [tool(tools, 'train.py'), config, '--work-dir', work, *options],
-                [tool(tools, 'test.py'), config, checkpoint, '--work-dir', work, *options]])
-            runs[tools] = checkpoint, trained.output, tested.output
-        return runs[tools]
-    return get
+    options = tiny_options(data_root, released_weights('atto'))
+    config = os.path.join(REPO_ROOT, CONFIGS['t'])
+    works = {tools: str(tmp_path_factory.mktemp(f'trained_{tools}')) for tools in TOOLS}
+    checkpoints = {tools: os.path.join(work, 'iter_2.pth') for tools, work in works.items()}
+    ended = run_tools_in_one_process([
+        run for tools, work in works.items() for run in (
+            [tool(tools, 'train.py'), config, '--work-dir', work, *options],
+            [tool(tools, 'test.py'), config, checkpoints[tools], '--work-dir', work, *options])])
+    return {tools: (checkpoints[tools], trained.output, tested.output)
+            for tools, trained, tested in zip(TOOLS, ended[0::2], ended[1::2])}
 
 
-@pytest.mark.parametrize('tools', ['ours', 'mmseg'])
+@pytest.mark.parametrize('tools', TOOLS)
 def test_trains_and_tests_on_synthetic_cityscapes(trained, tools):
-    checkpoint, out, tested = trained(tools)
+    checkpoint, out, tested = trained[tools]
     assert 'Iter(train) [2/2]' in out
     assert os.path.isfile(checkpoint)
     if tools == 'ours':
@@ -348,7 +347,7 @@ def test_onnx_export_of_a_cityscapes_model_passes_its_self_check(trained, tmp_pa
     """tools/export_onnx.py on the trained atto model: ONNX Runtime reproduces PyTorch at
     the export size and two others, and the graph has Cityscapes' 19 classes."""
     import onnxruntime
-    checkpoint, _, _ = trained('ours')
+    checkpoint, _, _ = trained['ours']
     config = tmp_path / 'atto_cityscapes.py'
     config.write_text(f"_base_ = [{os.path.join(REPO_ROOT, CONFIGS['t'])!r}]\n"
                       f"model = {ATTO_MODEL!r}\n"
