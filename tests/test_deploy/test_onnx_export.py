@@ -63,8 +63,8 @@ def test_exported_pooling_matches_pytorch_where_bins_divide_the_side(tmp_path, b
     path = str(tmp_path / 'pool.onnx')
     with torch.no_grad():
         export(AdaptiveAvgPoolAnySize(6), (torch.randn(1, 3, 12, 12), ), path,
-                          opset_version=17, input_names=['images'], output_names=['pooled'],
-                          dynamic_axes={'images': {2: 'height', 3: 'width'}})
+               opset_version=17, input_names=['images'], output_names=['pooled'],
+               dynamic_axes={'images': {2: 'height', 3: 'width'}})
     graph = open_graph(path, backend)
     for size in [(12, 18), (15, 18), (16, 16), (18, 24), (7, 30)]:
         x = torch.randn(1, 3, *size)
