@@ -76,6 +76,7 @@ def main():
     name_files_on_error(cfg, ['test_dataloader'])
     runner = Runner.from_cfg(cfg)
     runner.test()
+    del runner  # its model goes before the process group
     finish_distributed()
 
 

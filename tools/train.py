@@ -71,6 +71,7 @@ def main():
         raise SystemExit(data_failure_message(err, cfg.work_dir)) from None
     except CheckpointError as err:  # says what to do; a traceback adds nothing
         raise SystemExit(f'{type(err).__name__}: {err}') from None
+    del runner  # its model goes before the process group
     finish_distributed()
 
 

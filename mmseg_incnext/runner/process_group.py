@@ -1,4 +1,6 @@
 """Starting and ending the process group of a launched run, on GPUs and on CPUs."""
+import gc
+
 import torch
 from mmengine.config import Config
 
@@ -28,11 +30,15 @@ def init_distributed(cfg: Config) -> None:
 
 
 def finish_distributed() -> None:
-    """Tear the process group down at the end of a run.
+    """Tear the process group down at the end of a run; call it once the runner is dropped.
 
-    mmengine leaves it alive; with gloo, a process exiting with a live group aborts
-    ("terminate called without an active exception") and torchrun reports a failure.
+    mmengine leaves the group alive; with gloo, a process exiting with a live group aborts
+    ("terminate called without an active exception") and torchrun reports a failure. On
+    torch 2.15 a rank also aborts so, now and then, where the group is destroyed while a
+    DistributedDataParallel model still exists: the runner's reference cycles keep its model
+    until a garbage collection, so collect first.
     """
     if torch.distributed.is_available() and torch.distributed.is_initialized():
+        gc.collect()
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
