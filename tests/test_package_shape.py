@@ -107,6 +107,6 @@ def test_importing_the_package_only_registers():
     loaded = eval(subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
                                  check=True, cwd=REPO_ROOT).stdout)
     assert not [m for m in loaded if m.startswith(('mmseg_incnext.runner',
-                                                  'mmseg_incnext.deploy',
-                                                  'mmseg_incnext.utils.stack_fixes'))], loaded
+                                                   'mmseg_incnext.deploy',
+                                                   'mmseg_incnext.utils.stack_fixes'))], loaded
     assert 'mmseg_incnext.engine.hooks.training_hooks' in loaded

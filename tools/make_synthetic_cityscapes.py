@@ -15,7 +15,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 from mmseg_incnext.datasets.synthetic import (make_synthetic_cityscapes,  # noqa: E402
-                                          zip_synthetic_cityscapes)
+                                              zip_synthetic_cityscapes)
 
 
 def main():

@@ -100,7 +100,7 @@ class Source:
 
 
 def _index(sources: Sequence[Source]) -> Tuple[Dict[Key, Tuple[Source, str]],
-                                              Dict[Key, Tuple[Source, str]]]:
+                                               Dict[Key, Tuple[Source, str]]]:
     """(images, labels): key -> (source, member) of the train and val files of all sources."""
     images: Dict[Key, Tuple[Source, str]] = {}
     labels: Dict[Key, Tuple[Source, str]] = {}

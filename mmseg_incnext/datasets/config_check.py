@@ -26,7 +26,6 @@ _MAX_LISTED = 100
 _DEFAULT_KEYS = ('img_suffix', 'seg_map_suffix', 'reduce_zero_label')
 
 
-
 def _leaf_datasets(dataset_cfg: dict) -> Iterable[dict]:
     if 'datasets' in dataset_cfg:
         for sub in dataset_cfg['datasets']:

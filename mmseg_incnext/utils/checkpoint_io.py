@@ -56,4 +56,3 @@ def latest_complete_checkpoint(work_dir: str) -> Optional[str]:
         if is_complete_checkpoint(path):
             return path
     return None
-

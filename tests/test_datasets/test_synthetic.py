@@ -6,7 +6,7 @@ import numpy as np
 from PIL import Image
 
 from mmseg_incnext.datasets.synthetic import (CABINET, CHAIR, CURTAIN, FLOOR, LAMP, PLANT, RUG, SKY,
-                                          TABLE, WALL, make_synthetic_ade20k)
+                                              TABLE, WALL, make_synthetic_ade20k)
 from tests.helpers import run_command
 
 

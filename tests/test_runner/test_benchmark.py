@@ -11,15 +11,15 @@ import torch
 
 from mmseg_incnext.runner.benchmark import cli
 from mmseg_incnext.runner.benchmark.contenders import (BACKBONE_CONVNEXT, BACKBONE_OURS, FPN,
-                                                UPERNET, UPERNET_CONVNEXT, backbone_comparisons,
-                                                export_file_name, int8_variants,
-                                                module_features, onnx_comparisons,
-                                                segmentor_comparisons)
+                                                       UPERNET, UPERNET_CONVNEXT,
+                                                       backbone_comparisons, export_file_name,
+                                                       int8_variants, module_features,
+                                                       onnx_comparisons, segmentor_comparisons)
 from mmseg_incnext.runner.benchmark.floor import segmentor_macs
 from mmseg_incnext.runner.benchmark.report import (NoBound, control_gaps, format_control_gaps,
-                                            format_ratios_over_runs, format_table, is_quiet,
-                                            ratios_over_runs, report_upernet_bound, summarise,
-                                            upernet_bound)
+                                                   format_ratios_over_runs, format_table,
+                                                   is_quiet, ratios_over_runs,
+                                                   report_upernet_bound, summarise, upernet_bound)
 from mmseg_incnext.runner.benchmark.rounds import round_orders
 from mmseg_incnext.runner.benchmark.specs import Comparison, ModelSpec, select
 from mmseg_incnext.runner.benchmark.timing import measure
@@ -117,7 +117,7 @@ def test_int8_variants_add_a_table_of_the_other_int8_forms_per_head():
     assert all(m.arithmetic == 'int8' for m in forms.models)
     assert list(forms.references) == ['int8 default'] and len(forms.controls) == 1
     assert {c.title for c in onnx_comparisons()} == set(tables) - {'UperNet, int8 forms',
-                                                                        'FPN, int8 forms'}
+                                                                   'FPN, int8 forms'}
 
 
 def test_benchmark_onnx_rows_fp32_int8_and_the_int8_control(tmp_path):
@@ -303,7 +303,7 @@ def test_the_upernet_bound_follows_from_the_rows_or_says_why_not():
         'than UperNet-ConvNeXt-T [backbone only] (4.00 img/s): the head\'s time is below the '
         'noise (more --repeats)')
     failed = rows(2.0, 5.0, 10.0)[:2] + [dict(model=BACKBONE_CONVNEXT.name, layout='cl',
-                                             error='boom')]
+                                              error='boom')]
     assert report_upernet_bound(failed) == (
         None, 'UperNet bound not computed: UperNet-ConvNeXt-T [backbone only], '
         'UperNet-T (ours) [backbone only] not timed')

@@ -16,7 +16,8 @@ from mmengine.runner.checkpoint import CheckpointLoader
 
 import mmseg_incnext.utils.stack_fixes  # noqa: F401  (routes mmengine's loaders to safe_torch_load)
 from mmseg_incnext.utils.checkpoint_safety import (UnsafeCheckpointError, history_buffer_method,
-                                             latin1_encode, restricted_pickle, safe_torch_load)
+                                                   latin1_encode, restricted_pickle,
+                                                   safe_torch_load)
 from tests.helpers import CRAFTED_PAYLOADS, REPO_ROOT, run_command, RunsShell, train_toy_runner
 
 

@@ -13,11 +13,12 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 
 from mmseg_incnext.runner.benchmark.contenders import (backbone_comparisons, onnx_comparisons,
-                                                openvino_comparisons, segmentor_comparisons)
+                                                       openvino_comparisons, segmentor_comparisons)
 from mmseg_incnext.runner.benchmark.floor import floor_rows, format_floor, segmentor_macs
 from mmseg_incnext.runner.benchmark.report import (control_gaps, format_control_gaps,
-                                            format_ratios_over_runs, format_table, is_quiet,
-                                            ratios_over_runs, report_upernet_bound, summarise)
+                                                   format_ratios_over_runs, format_table,
+                                                   is_quiet, ratios_over_runs,
+                                                   report_upernet_bound, summarise)
 from mmseg_incnext.runner.benchmark.specs import select
 from mmseg_incnext.runner.benchmark.timing import LAYOUTS, measure
 from mmseg_incnext.utils.compat import onednn_version

@@ -308,7 +308,7 @@ def onnx_comparisons(variants: bool = False) -> List[Comparison]:
         labels_control = onnx_labels_spec(
             f'{name}-T (ours, ONNX Runtime, labels output) control copy', config)
         comparisons.append(Comparison(f'{name}, ONNX Runtime labels', (argmax, labels,
-                                                                     labels_control),
+                                                                       labels_control),
                                       {'logits + argmax': (argmax, )},
                                       ((labels, labels_control), )))
         if variants:
