@@ -12,9 +12,8 @@ pytest.importorskip('onnxruntime')
 from mmseg_incnext.deploy import onnx_export  # noqa: E402
 from mmseg_incnext.deploy.onnx_export import (AdaptiveAvgPoolAnySize,  # noqa: E402
                                               ExportMismatchError, export_onnx)
-from tests.helpers import REPO_ROOT, atto_model, miou, run_tools_in_one_process  # noqa: E402
-
-DEMO_CONFIG = os.path.join(REPO_ROOT, 'configs', 'demo', 'incnext_atto_fpn_synthetic.py')
+from tests.helpers import REPO_ROOT, atto_model, miou  # noqa: E402
+from tests.test_deploy.conftest import TEST_SETTINGS, validation_images  # noqa: E402
 
 
 def segmentor(config):
@@ -118,34 +117,24 @@ def test_labels_output_and_static_export(tmp_path):
         runner.encode_decode(torch.randn(1, 3, 64, 64), [])
 
 
-def test_onnx_miou_equals_pytorch_whole_slide_and_tta(demo_run, demo_onnx, tmp_path):
-    work, _ = demo_run
-    demo_onnx, _ = demo_onnx
-    data = ['--cfg-options', f'test_dataloader.dataset.data_root={work / "data"}']
-    slide = ['model.test_cfg.mode=slide', 'model.test_cfg.crop_size=(64,64)',
-             'model.test_cfg.stride=(48,48)']
-    one_image = ['test_dataloader.dataset.indices=1']  # TTA runs 12 passes an image
-    pth = work / 'iter_40.pth'
-    settings = [([], []), ([], slide), (['--tta'], one_image)]
-    outputs = run_tools_in_one_process([
-        ['tools/test.py', DEMO_CONFIG, str(model), '--work-dir', str(tmp_path / 'work'), *extra,
-         *data, *options] for extra, options in settings for model in (pth, demo_onnx)])
-    mious = [miou(run.output) for run in outputs]
-    assert mious[0] > 30  # a trained model, so agreement means something
-    for pytorch, onnx in zip(mious[::2], mious[1::2]):  # whole, slide, TTA
-        assert onnx == pytest.approx(pytorch, abs=0.02)
+def test_onnx_miou_equals_pytorch_whole_slide_and_tta(deploy_runs):
+    for setting in TEST_SETTINGS:  # whole, slide, TTA
+        pytorch, onnx = (deploy_runs[f'test_{setting}_{model}'] for model in ('pth', 'onnx'))
+        assert pytorch.error is None and onnx.error is None, \
+            (pytorch.output + onnx.output)[-4000:]
+        if setting == 'whole':
+            assert miou(pytorch.output) > 30  # a trained model, so agreement means something
+        assert miou(onnx.output) == pytest.approx(miou(pytorch.output), abs=0.02), setting
 
 
-def test_image_demo_runs_the_onnx_file(demo_run, demo_onnx, tmp_path):
+def test_image_demo_runs_the_onnx_file(demo_run, deploy_runs):
     import cv2
     work, _ = demo_run
-    demo_onnx, _ = demo_onnx
-    image = sorted((work / 'data' / 'images' / 'validation').iterdir())[0]
-    models = dict(pth=work / 'iter_40.pth', onnx=demo_onnx)
-    run_tools_in_one_process([['tools/image_demo.py', DEMO_CONFIG, str(model), str(image),
-                               '--out-dir', str(tmp_path / name), '--device', 'cpu']
-                              for name, model in models.items()])
-    outputs = {name: cv2.imread(str(tmp_path / name / f'{image.stem}_labels.png'),
-                                cv2.IMREAD_UNCHANGED) for name in models}
+    image = validation_images(work)[0]
+    outputs = {}
+    for name in ('pth', 'onnx'):
+        assert deploy_runs[f'demo_{name}'].error is None, deploy_runs[f'demo_{name}'].output
+        outputs[name] = cv2.imread(str(deploy_runs['folder'] / f'demo_{name}' /
+                                       f'{image.stem}_labels.png'), cv2.IMREAD_UNCHANGED)
     assert outputs['onnx'].shape == outputs['pth'].shape
     assert (outputs['onnx'] == outputs['pth']).mean() > 0.999

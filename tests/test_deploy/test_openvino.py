@@ -15,8 +15,9 @@ pytest.importorskip('openvino')
 from mmseg_incnext.deploy import quantize  # noqa: E402
 from mmseg_incnext.deploy.onnx_runtime import init_onnx_model, open_graph  # noqa: E402
 from mmseg_incnext.deploy.openvino_runtime import bf16_is_native  # noqa: E402
-from tests.helpers import miou, run_tools_in_one_process  # noqa: E402
-from tests.test_deploy.conftest import DEMO_CONFIG, data_options  # noqa: E402
+from tests.helpers import miou  # noqa: E402
+from tests.test_deploy.conftest import (DEMO_CONFIG, data_options,  # noqa: E402
+                                        validation_images)
 
 # The int8 file's loss on the demo model's 4 held-out images: 0.78 mIoU in ONNX Runtime and
 # 1.25 in OpenVINO (64.51 -> 63.26, labels 99.28%) on the current stack; bound with margin.
@@ -37,10 +38,6 @@ def demo_cfg(data_root):
     return cfg
 
 
-def validation_images(work):
-    return sorted((work / 'data' / 'images' / 'validation').iterdir())
-
-
 def test_the_export_is_verified_in_openvino_at_three_sizes(demo_onnx):
     _, output = demo_onnx
     figures = re.findall(r'OpenVINO, (\d+)x3x(\d+)x(\d+): max abs logit diff ([0-9.e+-]+), '
@@ -50,28 +47,16 @@ def test_the_export_is_verified_in_openvino_at_three_sizes(demo_onnx):
     assert all(float(f[3]) <= 1e-3 and float(f[4]) >= 99.9 for f in figures), figures
 
 
-@pytest.fixture(scope='module')
-def tool_runs(demo_run, demo_onnx, tmp_path_factory):
-    """tools/test.py and tools/image_demo.py on the export with --backend openvino, and
-    tools/quantize_onnx.py's bf16 self-check, in one process: name -> its output."""
-    work, _ = demo_run
-    folder = tmp_path_factory.mktemp('openvino_tools')
-    onnx, data = str(demo_onnx[0]), data_options(work / 'data')
-    runs = dict(
-        test=['tools/test.py', DEMO_CONFIG, onnx, '--backend', 'openvino', '--work-dir',
-              str(folder / 'work'), '--cfg-options', *data],
-        image_demo=['tools/image_demo.py', DEMO_CONFIG, onnx, str(validation_images(work)[0]),
-                    '--out-dir', str(folder / 'demo'), '--device', 'cpu', '--backend',
-                    'openvino'],
-        bf16=['tools/quantize_onnx.py', DEMO_CONFIG, onnx, '--precision', 'bf16', '--backend',
-              'openvino', '--val-images', '4', '--cfg-options', *data])
-    outputs = [run.output for run in run_tools_in_one_process(list(runs.values()))]
-    return dict(zip(runs, outputs), demo_out_dir=folder / 'demo')
+def outputs(deploy_runs, name):
+    """The output of a run that must have succeeded."""
+    run = deploy_runs[name]
+    assert run.error is None, f'{name}: {run.error}\n{run.output[-4000:]}'
+    return run.output
 
 
-def test_tools_test_in_openvino_gives_pytorchs_miou(demo_run, tool_runs):
+def test_tools_test_in_openvino_gives_pytorchs_miou(demo_run, deploy_runs):
     _, demo_output = demo_run
-    output = tool_runs['test']
+    output = outputs(deploy_runs, 'openvino_test')
     assert 'OpenVINO CPU: fp32 asked, compiled in fp32' in output
     assert miou(output) == pytest.approx(held_out_miou(demo_output), abs=0.02)
 
@@ -97,14 +82,15 @@ def test_whole_and_sliding_windows_give_pytorchs_labels(demo_run, demo_model, de
         demo_model.test_cfg = whole  # the session's model
 
 
-def test_image_demo_in_openvino_writes_pytorchs_labels(demo_run, demo_model, tool_runs):
+def test_image_demo_in_openvino_writes_pytorchs_labels(demo_run, demo_model, deploy_runs):
     import cv2
     from mmseg.apis import inference_model
 
     from mmseg_incnext.runner.visualization import read_image
     work, _ = demo_run
     image = validation_images(work)[0]
-    labels = cv2.imread(str(tool_runs['demo_out_dir'] / f'{image.stem}_labels.png'),
+    outputs(deploy_runs, 'openvino_demo')
+    labels = cv2.imread(str(deploy_runs['folder'] / 'openvino_demo' / f'{image.stem}_labels.png'),
                         cv2.IMREAD_UNCHANGED)
     with torch.no_grad():  # the PyTorch model on the image as the demo reads it
         expected = inference_model(demo_model, read_image(str(image))).pred_sem_seg.data[0]
@@ -131,9 +117,9 @@ def test_the_int8_qdq_file_runs_int8_in_openvino_and_passes_the_self_check(
     assert check.miou_fp32 - MAX_MIOU_LOSS <= check.miou_reduced <= check.miou_fp32 + 0.5
 
 
-def test_the_bf16_self_check_says_whether_bf16_is_native(demo_run, tool_runs):
+def test_the_bf16_self_check_says_whether_bf16_is_native(demo_run, deploy_runs):
     _, demo_output = demo_run
-    output = tool_runs['bf16']
+    output = outputs(deploy_runs, 'openvino_bf16')
     machine = torch.backends.cpu.get_cpu_capability()
     if bf16_is_native():
         assert 'bf16 asked, compiled in bf16 (bf16 native on this CPU' in output

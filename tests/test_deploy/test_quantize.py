@@ -11,8 +11,8 @@ import pytest
 pytest.importorskip('onnxruntime')
 
 from mmseg_incnext.deploy import quantize  # noqa: E402
-from tests.helpers import miou, run_tools_in_one_process  # noqa: E402
-from tests.test_deploy.conftest import DEMO_CONFIG, LOADERS, data_options  # noqa: E402
+from tests.helpers import miou  # noqa: E402
+from tests.test_deploy.conftest import DEMO_CONFIG, LOADERS  # noqa: E402
 
 # Loss of the 40-iteration demo model (fp32 64.41 on its 4 held-out images) with 8
 # calibration images: 0.1-0.6 mIoU over seeds and methods; bound with margin.
@@ -35,27 +35,6 @@ def fp32_onnx(demo_onnx):
     return demo_onnx[0]
 
 
-@pytest.fixture(scope='module')
-def tool_runs(demo_run, fp32_onnx, quantized, tmp_path_factory):
-    """In one process: tools/test.py on the int8 file; tools/quantize_onnx.py asked for more
-    agreement than any file has (into an empty folder), and with the form options:
-    name -> (its run, its output folder)."""
-    work, _ = demo_run
-    folder = tmp_path_factory.mktemp('quantize_tools')
-    data = ['--cfg-options', *data_options(work / 'data')]
-    runs = dict(
-        test=['tools/test.py', DEMO_CONFIG, str(quantized[0]), '--work-dir',
-              str(folder / 'test'), *data],
-        refused=['tools/quantize_onnx.py', DEMO_CONFIG, str(fp32_onnx), '--out',
-                 str(folder / 'refused' / 'int8.onnx'), '--calib-images', '2', '--val-images',
-                 '1', '--min-agreement', '1.01', *data],
-        forms=['tools/quantize_onnx.py', DEMO_CONFIG, str(fp32_onnx), '--out',
-               str(folder / 'forms' / 'int8.onnx'), '--calib-images', '2', '--val-images', '2',
-               '--min-agreement', '0.5', '--per-tensor', '--float-parts', 'depthwise', *data])
-    ended = run_tools_in_one_process(list(runs.values()), check=False)
-    return {name: (run, folder / name) for name, run in zip(runs, ended)}
-
-
 def test_self_check_prints_agreement_and_both_mious(demo_run, fp32_onnx, quantized):
     import onnx
     _, demo_output = demo_run
@@ -76,18 +55,18 @@ def test_self_check_prints_agreement_and_both_mious(demo_run, fp32_onnx, quantiz
     assert float(miou_fp32) - MAX_MIOU_LOSS <= float(miou_int8) <= float(miou_fp32) + 0.5
 
 
-def test_int8_file_in_tools_test(quantized, tool_runs):
+def test_int8_file_in_tools_test(quantized, deploy_runs):
     """An int8 file runs in tools/test.py as the fp32 export does (slide, TTA and the image
     demo go through the same segmentor: tests/test_deploy/test_onnx_export.py)."""
     _, output = quantized
-    whole, _ = tool_runs['test']
+    whole = deploy_runs['int8_test']
     assert whole.error is None, whole.output[-3000:]
     # the demo's test set is its validation set: the same 4 images as the self-check
     assert miou(whole.output) == float(SELF_CHECK.search(output).group(4))
 
 
-def test_agreement_below_the_minimum_exits_and_leaves_no_file(tool_runs):
-    refused, folder = tool_runs['refused']
+def test_agreement_below_the_minimum_exits_and_leaves_no_file(deploy_runs):
+    refused, folder = deploy_runs['int8_refused'], deploy_runs['folder'] / 'int8_refused'
     assert re.search(r'AgreementError: int8 labels equal the fp32 labels on [0-9.]+% .* below '
                      r'--min-agreement 101.00%.*mIoU fp32.*no file written', refused.error or '',
                      re.DOTALL), refused.output[-3000:]
@@ -195,10 +174,10 @@ def test_each_int8_form_is_the_graph_it_names(demo_run, fp32_onnx, tmp_path, sch
     assert facts['logits_from'] == 'Resize'
 
 
-def test_the_tools_form_options_write_the_form_they_name(tool_runs):
+def test_the_tools_form_options_write_the_form_they_name(deploy_runs):
     """tools/quantize_onnx.py's --quant-format, --per-tensor and --float-parts reach the
     graph, and the output names the form."""
-    run, folder = tool_runs['forms']
+    run, folder = deploy_runs['int8_forms'], deploy_runs['folder'] / 'int8_forms'
     assert run.error is None, run.output[-3000:]
     assert 'int8 form: qdq, per-tensor, float depthwise' in run.output
     facts = _graph_facts(folder / 'int8.onnx')
