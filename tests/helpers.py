@@ -176,7 +176,8 @@ class ToolRun(NamedTuple):
 def run_tools_in_one_process(runs, env=None, cwd=REPO_ROOT, check=True) -> List[ToolRun]:
     """Run each of ``runs`` (``[tool.py, *args]``) to its end in one Python process, in
     order, and return how each ended; with ``check``, fail with the output's tail where one
-    raised."""
+    raised. mmengine's named instances live on between runs: the visualizer of mmseg's
+    configs (one name) keeps the first run's folder, unless a config names its own."""
     result = run_command([sys.executable, '-c', _TOOLS_DRIVER, json.dumps(runs)], env, cwd,
                          check=True)
     stdout, stderr = (_RUN_END.split(out) for out in (result.stdout, result.stderr))
@@ -202,6 +203,7 @@ def miou(output: str) -> float:
     values = re.findall(r'mIoU: ([0-9.]+)', output)
     assert values, output[-2000:]
     return float(values[-1])
+
 
 TINY_CONFIG = '''_base_ = ['{base}']
 data_root = '{data_root}'

@@ -3,6 +3,7 @@ loss, and refusing unsafe checkpoints everywhere (bad data: test_data_check.py).
 import glob
 import json
 import os
+import shutil
 import signal
 import sys
 
@@ -32,6 +33,9 @@ def config_with(tmp_path, data, weights, iters=4, extra_hooks='', base=FPN):
     extra = HOOKS.format(extra=''.join(', ' + h for h in extra_hooks.split(';') if h))
     folder = tmp_path / f'cfg{len(list(tmp_path.iterdir()))}'
     folder.mkdir()
+    # mmengine keeps one visualizer per name and process: runs sharing a process would log
+    # their scalars into the first one's folder.
+    extra += f"visualizer = dict(name='visualizer_{tmp_path.name}_{folder.name}')\n"
     return write_tiny_config(str(folder), base, data, weights, iters=iters, extra=extra)
 
 
@@ -64,19 +68,76 @@ def uninterrupted(tmp_path_factory, tiny_ade20k, released_weights):
     return work
 
 
-def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, uninterrupted, tiny_ade20k,
-                                                       released_weights):
-    config = config_with(tmp_path, tiny_ade20k, released_weights('atto'),
-                         extra_hooks="dict(type='KillProcessHook', at_iter=3)")
-    work = tmp_path / 'work'
-    killed = train(config, work, '--cfg-options', 'default_hooks.checkpoint.interval=2',
-                   check=False)
-    assert killed.returncode == -signal.SIGKILL
-    assert os.path.isfile(work / 'iter_2.pth') and not os.path.exists(work / 'iter_4.pth')
+@pytest.fixture(scope='module')
+def failure_runs(tmp_path_factory, uninterrupted, tiny_ade20k, released_weights):
+    """A run SIGKILLed before iteration 3 (its own process), then in one process: its resume,
+    and runs on the uninterrupted run's checkpoints, each given a fault: a truncated newest
+    checkpoint (resume), a code-running one (test and resume), NaN weights at iteration 2, and
+    training images cut short after the data check (resume). name -> ToolRun, and each
+    run's folder under its name."""
+    tmp = tmp_path_factory.mktemp('failures')
+    weights = released_weights('atto')
+    every_2 = ['--cfg-options', 'default_hooks.checkpoint.interval=2']
 
-    resumed_config = config_with(tmp_path, tiny_ade20k, released_weights('atto'))
-    out = train(resumed_config, work, '--resume', '--cfg-options',
-                'default_hooks.checkpoint.interval=2').stdout
+    def config(iters=4, hooks='', data=tiny_ade20k):
+        return config_with(tmp, str(data), weights, iters=iters, extra_hooks=hooks)
+
+    def work_with_checkpoints(name, newest):
+        work = tmp / name
+        work.mkdir()
+        for checkpoint in ('iter_2.pth', 'iter_4.pth'):
+            shutil.copy(uninterrupted / checkpoint, work / checkpoint)
+        (work / 'last_checkpoint').write_text(str(work / newest))
+        return work
+
+    killed = train(config(hooks="dict(type='KillProcessHook', at_iter=3)"), tmp / 'killed',
+                   *every_2, check=False)
+    killed_checkpoints = sorted(path.name for path in (tmp / 'killed').glob('*.pth'))
+
+    truncated = work_with_checkpoints('truncated', 'iter_6.pth')
+    data = (uninterrupted / 'iter_4.pth').read_bytes()
+    (truncated / 'iter_6.pth').write_bytes(data[:len(data) // 3])  # a save cut short by a kill
+    newest_complete = latest_complete_checkpoint(str(truncated))
+
+    unsafe = work_with_checkpoints('unsafe', 'iter_6.pth')
+    evil = dict(safe_torch_load(uninterrupted / 'iter_4.pth'))
+    evil['meta'] = WritesFile(str(tmp / 'code_ran'))
+    torch.save(evil, unsafe / 'iter_6.pth')
+    unsafe_config = config(iters=8)
+
+    bad_data = tmp / 'ade'
+    shutil.copytree(tiny_ade20k, bad_data)
+    for image in (bad_data / 'images' / 'training').iterdir():  # e.g. a storage failure
+        image.write_bytes(image.read_bytes()[:600])
+    data_failing = work_with_checkpoints('data_failing', 'iter_4.pth')
+
+    runs = dict(
+        resumed=['tools/train.py', config(), '--work-dir', str(tmp / 'killed'), '--resume',
+                 *every_2],
+        truncated=['tools/train.py', config(iters=5), '--work-dir', str(truncated), '--resume'],
+        unsafe_test=['tools/test.py', unsafe_config, str(unsafe / 'iter_6.pth'), '--work-dir',
+                     str(unsafe)],
+        unsafe_resume=['tools/train.py', unsafe_config, '--work-dir', str(unsafe), '--resume'],
+        non_finite=['tools/train.py', config(hooks="dict(type='PoisonWeightsHook', at_iter=2)"),
+                    '--work-dir', str(tmp / 'non_finite')],
+        # --skip-data-check: the files went bad after the check; loading in a worker process
+        data_failing=['tools/train.py', config(iters=6, data=bad_data), '--work-dir',
+                      str(data_failing), '--resume', '--skip-data-check', '--cfg-options',
+                      'train_dataloader.num_workers=1'])
+    ended = run_tools_in_one_process(list(runs.values()), env=WITH_TESTS, check=False)
+    ended = dict(zip(runs, ended))
+    return dict(ended, killed=killed, killed_checkpoints=killed_checkpoints,
+                newest_complete=newest_complete, folder=tmp, unsafe_config=unsafe_config,
+                bad_data=bad_data)
+
+
+def test_sigkill_then_resume_matches_uninterrupted_run(uninterrupted, failure_runs):
+    work = failure_runs['folder'] / 'killed'
+    assert failure_runs['killed'].returncode == -signal.SIGKILL
+    assert failure_runs['killed_checkpoints'] == ['iter_2.pth']
+    resumed = failure_runs['resumed']
+    assert resumed.error is None, resumed.output[-4000:]
+    assert 'resumed epoch: 0, iter: 2' in resumed.stdout
     expected, got = weights(uninterrupted / 'iter_4.pth'), weights(work / 'iter_4.pth')
     assert expected.keys() == got.keys()
     for key in expected:
@@ -84,22 +145,14 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, uninterrupted, 
     reference = logged_losses(uninterrupted)
     assert len(reference) == 4
     assert logged_losses(work) == reference
-    del out
 
 
-def test_truncated_checkpoint_is_never_resumed(tmp_path, uninterrupted, tiny_ade20k,
-                                               released_weights):
-    work = tmp_path / 'work'
-    work.mkdir()
-    for name in ('iter_2.pth', 'iter_4.pth'):
-        (work / name).write_bytes((uninterrupted / name).read_bytes())
-    data = (uninterrupted / 'iter_4.pth').read_bytes()
-    (work / 'iter_6.pth').write_bytes(data[:len(data) // 3])  # a save cut short by a kill
-    (work / 'last_checkpoint').write_text(str(work / 'iter_6.pth'))
-    assert latest_complete_checkpoint(str(work)) == str(work / 'iter_4.pth')
-    config = config_with(tmp_path, tiny_ade20k, released_weights('atto'), iters=5)
-    out = train(config, work, '--resume').stdout
-    assert 'resumed epoch: 0, iter: 4' in out
+def test_truncated_checkpoint_is_never_resumed(failure_runs):
+    work = failure_runs['folder'] / 'truncated'
+    assert failure_runs['newest_complete'] == str(work / 'iter_4.pth')
+    run = failure_runs['truncated']
+    assert run.error is None, run.output[-4000:]
+    assert 'resumed epoch: 0, iter: 4' in run.stdout
 
 
 def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
@@ -157,57 +210,28 @@ def test_losing_a_rank_ends_the_job_and_dist_resume_and_test_work(tmp_path, tiny
     assert miou(out) == pytest.approx(miou(single), abs=0.01)
 
 
-def test_non_finite_loss_stops_training_naming_the_iteration(tmp_path, tiny_ade20k,
-                                                             released_weights):
-    config = config_with(tmp_path, tiny_ade20k, released_weights('atto'),
-                         extra_hooks="dict(type='PoisonWeightsHook', at_iter=2)")
-    result = train(config, tmp_path / 'work', check=False)
-    assert result.returncode != 0
-    assert 'FloatingPointError: Non-finite loss nan at iteration 2' in result.stderr
+def test_non_finite_loss_stops_training_naming_the_iteration(failure_runs):
+    run = failure_runs['non_finite']
+    assert (run.error or '').startswith('FloatingPointError: Non-finite loss nan at '
+                                        'iteration 2 '), run.output[-4000:]
 
 
-def test_code_running_checkpoint_refused_by_every_entry_point(tmp_path, uninterrupted,
-                                                              tiny_ade20k, released_weights):
-    marker = tmp_path / 'code_ran'
-    evil = dict(safe_torch_load(uninterrupted / 'iter_4.pth'))
-    evil['meta'] = WritesFile(str(marker))
-    work = tmp_path / 'work'
-    work.mkdir()
-    torch.save(evil, work / 'iter_6.pth')
-    config = config_with(tmp_path, tiny_ade20k, released_weights('atto'), iters=8)
-
+def test_code_running_checkpoint_refused_by_every_entry_point(failure_runs):
     from mmseg.apis import init_model
+    unsafe = failure_runs['folder'] / 'unsafe'
     with pytest.raises(UnsafeCheckpointError, match='not a plain weights file'):
-        init_model(config, str(work / 'iter_6.pth'), device='cpu')
-
-    (work / 'last_checkpoint').write_text(str(work / 'iter_6.pth'))
-    runs = run_tools_in_one_process([
-        ['tools/test.py', config, str(work / 'iter_6.pth'), '--work-dir', str(work)],
-        ['tools/train.py', config, '--work-dir', str(work), '--resume']],
-        env=WITH_TESTS, check=False)
-    for run in runs:
+        init_model(failure_runs['unsafe_config'], str(unsafe / 'iter_6.pth'), device='cpu')
+    for name in ('unsafe_test', 'unsafe_resume'):
+        run = failure_runs[name]
         assert 'not a plain weights file' in (run.error or ''), run.output[-3000:]
-    assert not marker.exists()
+    assert not (failure_runs['folder'] / 'code_ran').exists()
 
 
-def test_a_file_failing_mid_run_is_named_with_the_checkpoint_to_resume(
-        tmp_path, uninterrupted, tiny_ade20k, released_weights):
-    import shutil
-    data = tmp_path / 'ade'
-    shutil.copytree(tiny_ade20k, data)
-    for image in (data / 'images' / 'training').iterdir():  # e.g. a storage failure
-        image.write_bytes(image.read_bytes()[:600])
-    work = tmp_path / 'work'
-    work.mkdir()
-    for name in ('iter_2.pth', 'iter_4.pth'):
-        shutil.copy(uninterrupted / name, work / name)
-    (work / 'last_checkpoint').write_text(str(work / 'iter_4.pth'))
-    config = config_with(tmp_path, str(data), released_weights('atto'), iters=6)
-    # --skip-data-check: the files go bad after the check; loading in a worker process
-    result = train(config, work, '--resume', '--skip-data-check', '--cfg-options',
-                   'train_dataloader.num_workers=1', check=False)
-    assert result.returncode != 0
-    assert f'Training stopped: Data pipeline failed on {data / "images" / "training"}' \
-        in result.stderr, result.stderr[-3000:]
-    assert f'--resume continues from {work / "iter_4.pth"}' in result.stderr
-    assert 'Iter(train) [5/6]' not in result.stdout
+def test_a_file_failing_mid_run_is_named_with_the_checkpoint_to_resume(failure_runs):
+    run, work = failure_runs['data_failing'], failure_runs['folder'] / 'data_failing'
+    images = failure_runs['bad_data'] / 'images' / 'training'
+    assert run.error is not None
+    assert f'Training stopped: Data pipeline failed on {images}' in run.stderr, \
+        run.stderr[-3000:]
+    assert f'--resume continues from {work / "iter_4.pth"}' in run.stderr
+    assert 'Iter(train) [5/6]' not in run.stdout
