@@ -13,9 +13,9 @@ from mmengine.runner import Runner
 
 from mmseg_incnext.runner.complexity import PAPER_MODEL_SIZES
 from mmseg_incnext.utils.checkpoint_safety import (CheckpointError, UnsafeCheckpointError,
-                                                  safe_torch_load)
-from tests.helpers import (MMSEG_TOOLS, REPO_ROOT, run_command, run_tool,
-                           run_tools_in_one_process, write_tiny_config)
+                                                   safe_torch_load)
+from tests.helpers import (MMSEG_TOOLS, REPO_ROOT, run_tool, run_tools_in_one_process,
+                           write_tiny_config)
 
 # Stack-independent (mmengine's and mmseg's work-dir logic, the same versions on both
 # stacks): run once, by the current stack.
@@ -83,18 +83,45 @@ def checkpoints(folder):
     return {path: open(path, 'rb').read() for path in paths}
 
 
-@pytest.mark.parametrize('tool', sorted(TRAIN_TOOLS))
-def test_resume_of_another_model_stops_naming_both(tmp_path, fpn_run, tiny_ade20k,
-                                                   released_weights, tool):
+@pytest.fixture(scope='module')
+def resume_runs(tmp_path_factory, fpn_run, tiny_ade20k, released_weights):
+    """In one process: our train.py and mmseg's resuming the FPN's work dir with an UperNet
+    config of the same file name (refused); our train.py resuming a copy of that work dir
+    with a copy of the FPN config and another init checkpoint (the same model). Returns
+    name -> ToolRun, the work dir's checkpoints before, and the two configs and work dirs."""
     fpn_config, work = fpn_run
-    # The same file name as the FPN's: the message must tell them apart by path.
-    upernet_config = tiny(tmp_path / 'upernet', UPERNET, tiny_ade20k, released_weights('atto'))
-    assert os.path.basename(upernet_config) == os.path.basename(fpn_config)
+    root = tmp_path_factory.mktemp('resume_runs')
+    upernet_config = tiny(root / 'upernet', UPERNET, tiny_ade20k, released_weights('atto'))
+    resumed_work = root / 'work'
+    shutil.copytree(work, resumed_work)
+    (resumed_work / 'last_checkpoint').write_text(str(resumed_work / 'iter_2.pth'))
+    copy = root / 'copy' / os.path.basename(fpn_config)
+    copy.parent.mkdir()
+    shutil.copy(fpn_config, copy)
+    init = root / 'init.pth'
+    shutil.copy(released_weights('atto'), init)
     before = checkpoints(work)
-    result = run_command([sys.executable, TRAIN_TOOLS[tool], upernet_config, '--work-dir',
-                          str(work), '--resume'], env=ON_PATH)
-    out = result.stdout + result.stderr
-    assert result.returncode != 0
+    runs = {tool: [TRAIN_TOOLS[tool], upernet_config, '--work-dir', str(work), '--resume']
+            for tool in sorted(TRAIN_TOOLS)}
+    runs['same_model'] = [
+        'tools/train.py', str(copy), '--work-dir', str(resumed_work), '--resume',
+        '--cfg-options', 'train_cfg.max_iters=3', 'train_cfg.val_interval=3',
+        'default_hooks.checkpoint.interval=3', f'model.backbone.init_cfg.checkpoint={init}']
+    ended = run_tools_in_one_process(list(runs.values()), env=ON_PATH, check=False)
+    return dict(zip(runs, ended)), before, dict(upernet=upernet_config, copy=str(copy),
+                                                resumed_work=resumed_work)
+
+
+@pytest.mark.parametrize('tool', sorted(TRAIN_TOOLS))
+def test_resume_of_another_model_stops_naming_both(fpn_run, resume_runs, tool):
+    fpn_config, work = fpn_run
+    runs, before, paths = resume_runs
+    upernet_config = paths['upernet']
+    # The same file name as the FPN's: the message must tell them apart by path.
+    assert os.path.basename(upernet_config) == os.path.basename(fpn_config)
+    run = runs[tool]
+    out = run.output
+    assert run.error is not None
     assert f'--resume refused: {work / "iter_2.pth"} was written by another model' in out, \
         out[-4000:]
     assert f'written by: {fpn_config} (EncoderDecoder: backbone InceptionNeXt-atto, neck FPN,' \
@@ -145,22 +172,11 @@ def test_resume_refuses_a_config_mmengine_would_execute(tmp_path, fpn_run):
     assert not marker.exists()
 
 
-def test_same_model_resumes_from_another_config_file(tmp_path, fpn_run, tiny_ade20k,
-                                                     released_weights):
+def test_same_model_resumes_from_another_config_file(resume_runs):
     """Another path, another init checkpoint: still the same model, so it resumes."""
-    fpn_config, work = fpn_run
-    resumed_work = tmp_path / 'work'
-    shutil.copytree(work, resumed_work)
-    (resumed_work / 'last_checkpoint').write_text(str(resumed_work / 'iter_2.pth'))
-    copy = tmp_path / 'copy' / os.path.basename(fpn_config)
-    copy.parent.mkdir()
-    shutil.copy(fpn_config, copy)
-    init = tmp_path / 'init.pth'
-    shutil.copy(released_weights('atto'), init)
-    out = run_tool([sys.executable, 'tools/train.py', str(copy), '--work-dir', str(resumed_work),
-                    '--resume', '--cfg-options', 'train_cfg.max_iters=3',
-                    'train_cfg.val_interval=3', 'default_hooks.checkpoint.interval=3',
-                    f'model.backbone.init_cfg.checkpoint={init}'], env=ON_PATH)
-    assert 'resumed epoch: 0, iter: 2' in out and 'Iter(train) [3/3]' in out
-    meta = safe_torch_load(str(resumed_work / 'iter_3.pth'))['meta']
-    assert meta['written_by']['config'] == str(copy)
+    runs, _, paths = resume_runs
+    run = runs['same_model']
+    assert run.error is None, run.output[-4000:]
+    assert 'resumed epoch: 0, iter: 2' in run.output and 'Iter(train) [3/3]' in run.output
+    meta = safe_torch_load(str(paths['resumed_work'] / 'iter_3.pth'))['meta']
+    assert meta['written_by']['config'] == paths['copy']

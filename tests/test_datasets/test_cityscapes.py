@@ -14,11 +14,11 @@ from PIL import Image
 from mmseg_incnext.datasets import cityscapes_prep
 from mmseg_incnext.datasets.cityscapes import CLASSES, ID_TO_TRAIN_ID
 from mmseg_incnext.datasets.cityscapes_prep import (ArchiveContentsError, CityscapesLabelError,
-                                           MissingArchiveError, OutputConflictError, convert)
+                                                    MissingArchiveError, OutputConflictError,
+                                                    convert)
 from mmseg_incnext.datasets.config_check import check_data, split_specs
 from mmseg_incnext.datasets.synthetic import make_synthetic_cityscapes, zip_synthetic_cityscapes
-from tests.helpers import (MMSEG_TOOLS, REPO_ROOT, miou, run_command, run_tool as run,
-                           run_tools_in_one_process)
+from tests.helpers import MMSEG_TOOLS, REPO_ROOT, miou, run_command, run_tools_in_one_process
 
 # Stack-independent (label tables and file conversion): run once, by the current stack.
 pytestmark = pytest.mark.stack_independent
@@ -317,19 +317,28 @@ def tool(tools, name):
 @pytest.fixture(scope='module')
 def trained(prepared, released_weights, tmp_path_factory):
     """The Cityscapes UperNet-T config (shrunk by --cfg-options) trained 2 iterations by
-    our tools/train.py and by mmseg's, then tested by the same tools' test.py, all in one
-    process: tools -> (checkpoint, train output, test output)."""
+    our tools/train.py and by mmseg's, then tested by the same tools' test.py, and our
+    checkpoint exported by tools/export_onnx.py, all in one process: tools -> (checkpoint,
+    train output, test output), and 'export' -> (the ONNX file, the export's output)."""
     _, data_root = prepared
     options = tiny_options(data_root, released_weights('atto'))
     config = os.path.join(REPO_ROOT, CONFIGS['t'])
     works = {tools: str(tmp_path_factory.mktemp(f'trained_{tools}')) for tools in TOOLS}
     checkpoints = {tools: os.path.join(work, 'iter_2.pth') for tools, work in works.items()}
+    export_folder = tmp_path_factory.mktemp('export')
+    atto_config = export_folder / 'atto_cityscapes.py'
+    atto_config.write_text(f"_base_ = [{config!r}]\nmodel = {ATTO_MODEL!r}\n"
+                           "model['backbone']['init_cfg'] = None\n")
+    onnx_path = export_folder / 'cityscapes.onnx'
     ended = run_tools_in_one_process([
         run for tools, work in works.items() for run in (
             [tool(tools, 'train.py'), config, '--work-dir', work, *options],
-            [tool(tools, 'test.py'), config, checkpoints[tools], '--work-dir', work, *options])])
-    return {tools: (checkpoints[tools], trained.output, tested.output)
-            for tools, trained, tested in zip(TOOLS, ended[0::2], ended[1::2])}
+            [tool(tools, 'test.py'), config, checkpoints[tools], '--work-dir', work, *options])
+    ] + [['tools/export_onnx.py', str(atto_config), checkpoints['ours'], '--out',
+          str(onnx_path), '--shape', '64', '128', '--dynamic']])
+    result = {tools: (checkpoints[tools], trained.output, tested.output)
+              for tools, trained, tested in zip(TOOLS, ended[:4:2], ended[1:4:2])}
+    return dict(result, export=(onnx_path, ended[-1].output))
 
 
 @pytest.mark.parametrize('tools', TOOLS)
@@ -343,18 +352,11 @@ def test_trains_and_tests_on_synthetic_cityscapes(trained, tools):
     assert miou(tested) == pytest.approx(miou(out), abs=0.01)
 
 
-def test_onnx_export_of_a_cityscapes_model_passes_its_self_check(trained, tmp_path):
+def test_onnx_export_of_a_cityscapes_model_passes_its_self_check(trained):
     """tools/export_onnx.py on the trained atto model: ONNX Runtime reproduces PyTorch at
     the export size and two others, and the graph has Cityscapes' 19 classes."""
     import onnxruntime
-    checkpoint, _, _ = trained['ours']
-    config = tmp_path / 'atto_cityscapes.py'
-    config.write_text(f"_base_ = [{os.path.join(REPO_ROOT, CONFIGS['t'])!r}]\n"
-                      f"model = {ATTO_MODEL!r}\n"
-                      "model['backbone']['init_cfg'] = None\n")
-    onnx_path = tmp_path / 'cityscapes.onnx'
-    out = run([sys.executable, 'tools/export_onnx.py', str(config), checkpoint, '--out',
-               str(onnx_path), '--shape', '64', '128', '--dynamic'])
+    onnx_path, out = trained['export']
     assert len(re.findall(r'labels equal', out)) == 3, out[-3000:]
     session = onnxruntime.InferenceSession(str(onnx_path), providers=['CPUExecutionProvider'])
     logits, = session.run(None, {'images': np.zeros((1, 3, 48, 80), np.float32)})

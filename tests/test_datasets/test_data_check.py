@@ -2,7 +2,6 @@
 split and every rank; clean verdicts cached; --skip-data-check."""
 import os
 import shutil
-import sys
 
 import numpy as np
 import pytest
@@ -11,7 +10,7 @@ from PIL import Image
 
 from mmseg_incnext.datasets.data_check import SplitSpec, scan_split
 from mmseg_incnext.datasets.config_check import check_data
-from tests.helpers import free_port, run_command, write_tiny_config
+from tests.helpers import free_port, run_command, run_tools_in_one_process, write_tiny_config
 
 FPN = 'configs/fpn/incnext_t_ade20k.py'
 LOADERS = ['train_dataloader', 'val_dataloader']
@@ -112,32 +111,38 @@ def test_parallel_scan_reports_the_same_as_one_process(tmp_path, tiny_ade20k):
     assert one.bad_files == two.bad_files and len(two.bad_files) == 2
 
 
-def train(config, *args):
-    return run_command([sys.executable, 'tools/train.py', config, *args])
+@pytest.fixture(scope='module')
+def train_runs(tmp_path_factory, tiny_ade20k, released_weights):
+    """tools/train.py twice in one process: on data with a bad training image and a bad
+    validation annotation, and with --skip-data-check on a label beyond the classes:
+    name -> (ToolRun, the bad files)."""
+    runs, bad = {}, {}
+    for name, faults, iters, flags in (
+            ('checked', [('training', 'truncated image'),
+                         ('validation', 'colour-coded annotation')], 2, []),
+            ('skipped', [('training', 'label beyond the classes')], 1, ['--skip-data-check'])):
+        folder = tmp_path_factory.mktemp(name)
+        data = copy_data(tiny_ade20k, folder)
+        bad[name] = [damage(data, split, fault) for split, fault in faults]
+        config = write_tiny_config(str(folder), FPN, str(data), released_weights('atto'),
+                                   iters=iters)
+        runs[name] = ['tools/train.py', config, '--work-dir', str(folder / 'work'), *flags]
+    ended = run_tools_in_one_process(list(runs.values()), check=False)
+    return {name: (run, bad[name]) for name, run in zip(runs, ended)}
 
 
-def test_train_stops_before_the_first_iteration_naming_every_bad_file(tmp_path, tiny_ade20k,
-                                                                     released_weights):
-    data = copy_data(tiny_ade20k, tmp_path)
-    bad = [damage(data, 'training', 'truncated image'),
-           damage(data, 'validation', 'colour-coded annotation')]
-    config = write_tiny_config(str(tmp_path), FPN, str(data), released_weights('atto'))
-    result = train(config, '--work-dir', str(tmp_path / 'work'))
-    assert result.returncode != 0
-    assert 'Bad files in the dataset (2)' in result.stderr
-    assert all(str(path) in result.stderr for path in bad)
-    assert 'Iter(train)' not in result.stdout
+def test_train_stops_before_the_first_iteration_naming_every_bad_file(train_runs):
+    run, bad = train_runs['checked']
+    assert run.error is not None
+    assert 'Bad files in the dataset (2)' in run.stderr
+    assert all(str(path) in run.stderr for path in bad)
+    assert 'Iter(train)' not in run.stdout
 
 
-def test_skip_data_check_is_logged(tmp_path, tiny_ade20k, released_weights):
-    data = copy_data(tiny_ade20k, tmp_path)
-    damage(data, 'training', 'label beyond the classes')
-    config = write_tiny_config(str(tmp_path), FPN, str(data), released_weights('atto'),
-                               iters=1)
-    result = train(config, '--work-dir', str(tmp_path / 'work'), '--skip-data-check')
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-3000:]
-    assert 'Data check skipped' in output and 'Iter(train) [1/1]' in output
+def test_skip_data_check_is_logged(train_runs):
+    run, _ = train_runs['skipped']
+    assert run.error is None, run.output[-3000:]
+    assert 'Data check skipped' in run.output and 'Iter(train) [1/1]' in run.output
 
 
 def test_distributed_launch_fails_on_every_rank_alike(tmp_path, tiny_ade20k, released_weights):

@@ -10,8 +10,8 @@ import torch
 import torch.nn as nn
 from mmengine.config import Config
 
-from tests.helpers import (ATTO_DIMS, MMSEG_TOOLS, REPO_ROOT, miou, run_command, run_tool,
-                           write_tiny_config)
+from tests.helpers import (ATTO_DIMS, MMSEG_TOOLS, REPO_ROOT, miou, run_command,
+                           run_tools_in_one_process, write_tiny_config)
 
 MMSEG_CONFIGS = os.path.join(os.path.dirname(__import__('mmseg').__file__), '.mim', 'configs')
 SWIN_T = os.path.join(MMSEG_CONFIGS, 'mask2former',
@@ -191,24 +191,32 @@ def tiny_mask2former(tmp_path_factory, tiny_ade20k, released_weights):
 
 
 @pytest.fixture(scope='module')
-def trained(tiny_mask2former, tmp_path_factory):
-    """Our tools/train.py's run: its iteration-2 checkpoint and the mIoU of the validation
-    after iteration 2."""
-    work = str(tmp_path_factory.mktemp('trained'))
-    out = run_tool([sys.executable, 'tools/train.py', tiny_mask2former, '--work-dir', work])
+def tool_runs(tiny_mask2former, tmp_path_factory):
+    """In one process: our tools/train.py (2 iterations), then mmseg's tools/test.py and our
+    tools/export_onnx.py (free height and width) on its checkpoint: name -> output, and
+    'onnx' -> the exported file."""
+    folder = tmp_path_factory.mktemp('trained')
+    checkpoint, onnx = str(folder / 'work' / 'iter_2.pth'), str(folder / 'mask2former.onnx')
+    runs = dict(
+        train=['tools/train.py', tiny_mask2former, '--work-dir', str(folder / 'work')],
+        mmseg_test=[os.path.join(MMSEG_TOOLS, 'test.py'), tiny_mask2former, checkpoint,
+                    '--work-dir', str(folder / 'test')],
+        export=['tools/export_onnx.py', tiny_mask2former, checkpoint, '--out', onnx, '--shape',
+                '64', '64', '--dynamic'])
+    outputs = [run.output for run in run_tools_in_one_process(list(runs.values()))]
+    return dict(zip(runs, outputs), onnx=onnx)
+
+
+def test_our_train_runs_mask2former(tool_runs):
+    out = tool_runs['train']
     assert 'Iter(train) [2/2]' in out and 'decode.loss_dice' in out, out[-3000:]
     assert 'Loaded 220/240 backbone tensors' in out  # released atto weights, output norms new
-    return os.path.join(work, 'iter_2.pth'), miou(out)
 
 
-def test_mmsegs_test_tool_reproduces_our_trainers_validation(tiny_mask2former, trained,
-                                                              tmp_path):
+def test_mmsegs_test_tool_reproduces_our_trainers_validation(tool_runs):
     """mmseg's test.py on our train.py's checkpoint: the mIoU of the validation in training
     (the same weights on the same images)."""
-    checkpoint, validated = trained
-    out = run_tool([sys.executable, os.path.join(MMSEG_TOOLS, 'test.py'), tiny_mask2former,
-                    checkpoint, '--work-dir', str(tmp_path)])
-    assert miou(out) == pytest.approx(validated, abs=0.01)
+    assert miou(tool_runs['mmseg_test']) == pytest.approx(miou(tool_runs['train']), abs=0.01)
 
 
 def shrunk_model(size='t'):
@@ -248,14 +256,11 @@ def test_mask2former_logits_are_the_heads_predict():
         Mask2FormerLogits(upernet.decode_head)
 
 
-def test_export_onnx_tool_verifies_a_trained_mask2former(tiny_mask2former, trained, tmp_path):
+def test_export_onnx_tool_verifies_a_trained_mask2former(tool_runs):
     """tools/export_onnx.py on our train.py's checkpoint, free height and width: written
     only after ONNX Runtime reproduced PyTorch on three sizes (one odd), as it prints."""
-    checkpoint, _ = trained
-    out = str(tmp_path / 'mask2former.onnx')
-    output = run_tool([sys.executable, 'tools/export_onnx.py', tiny_mask2former, checkpoint,
-                       '--out', out, '--shape', '64', '64', '--dynamic'])
-    assert os.path.isfile(out)
+    output = tool_runs['export']
+    assert os.path.isfile(tool_runs['onnx'])
     figures = re.findall(r'(\d+)x3x(\d+)x(\d+): max abs logit diff ([0-9.e+-]+), '
                          r'labels equal ([0-9.]+)%', output)
     assert [f[:3] for f in figures] == [('1', '64', '64'), ('2', '96', '128'),
