@@ -7,6 +7,9 @@ import pytest
 import torch
 
 from tests.helpers import run_command, seeded_timm_model
+from tests.metafile_cache import cache_mmseg_metafiles
+
+cache_mmseg_metafiles()
 
 
 @pytest.fixture(scope='session', autouse=True)

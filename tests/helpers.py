@@ -137,10 +137,15 @@ def run_tool(args, env=None, cwd=REPO_ROOT) -> str:
 
 
 # Runs tools one after another in one interpreter, each as `python tool args` would (its
-# folder first on sys.path, run as __main__): the imports are paid once. After each run, its
-# error (or none) and a separator go to stdout and stderr; the next run starts regardless.
+# folder first on sys.path, run as __main__): the imports, and the reading of mmseg's
+# metafiles (tests/metafile_cache.py), are paid once. After each run, its error (or none)
+# and a separator go to stdout and stderr; the next run starts regardless.
 _TOOLS_DRIVER = """
 import json, os, runpy, sys, traceback
+sys.path.insert(0, sys.argv[2])  # the repository, for tests.metafile_cache
+from tests.metafile_cache import cache_mmseg_metafiles
+cache_mmseg_metafiles()
+sys.path.pop(0)
 for argv in json.loads(sys.argv[1]):
     sys.path.insert(0, os.path.dirname(os.path.abspath(argv[0])))
     sys.argv = list(argv)
@@ -178,8 +183,8 @@ def run_tools_in_one_process(runs, env=None, cwd=REPO_ROOT, check=True) -> List[
     order, and return how each ended; with ``check``, fail with the output's tail where one
     raised. mmengine's named instances live on between runs: the visualizer of mmseg's
     configs (one name) keeps the first run's folder, unless a config names its own."""
-    result = run_command([sys.executable, '-c', _TOOLS_DRIVER, json.dumps(runs)], env, cwd,
-                         check=True)
+    result = run_command([sys.executable, '-c', _TOOLS_DRIVER, json.dumps(runs), REPO_ROOT],
+                         env, cwd, check=True)
     stdout, stderr = (_RUN_END.split(out) for out in (result.stdout, result.stderr))
     # split: [output, error, output, error, ..., rest]
     ended = [ToolRun(out, err, json.loads(error)) for out, err, error in
