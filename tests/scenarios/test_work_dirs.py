@@ -44,15 +44,16 @@ def test_each_config_has_its_own_work_dir(tmp_path, tool):
     """The real train.py decides: ``work_dirs/<config folder>_<config name>`` for each
     shipped config, and --work-dir before it."""
     extra = ['--skip-data-check'] if tool == 'ours' else []
-    # the model type NotAModel stops each run in the Runner right after it made its work dir
-    stop = ['--cfg-options', 'model.type=NotAModel']
+    # an unknown start method stops each run in the Runner's setup_env, right after it made
+    # its work dir (before the logger, the environment report and the model)
+    stop = ['--cfg-options', 'env_cfg.mp_cfg.mp_start_method=stop-here']
     commands = [[TRAIN_TOOLS[tool], os.path.join(REPO_ROOT, config), *extra, *stop]
                 for config in SHIPPED]
     commands.append([TRAIN_TOOLS[tool], os.path.join(REPO_ROOT, UPERNET), *extra, '--work-dir',
                      'chosen', *stop])
     runs = run_tools_in_one_process(commands, env=ON_PATH, cwd=tmp_path,
                                     check=False)
-    assert all((r.error or '').startswith('KeyError') and 'NotAModel' in r.error for r in runs), \
+    assert all(r.error == "ValueError: cannot find context for 'stop-here'" for r in runs), \
         [r.error for r in runs]
     expected = {'_'.join(config[:-len('.py')].split(os.sep)[1:]) for config in SHIPPED}
     assert len(expected) == len(SHIPPED)
