@@ -178,13 +178,14 @@ class ToolRun(NamedTuple):
         return self.stdout + self.stderr
 
 
-def run_tools_in_one_process(runs, env=None, cwd=REPO_ROOT, check=True) -> List[ToolRun]:
-    """Run each of ``runs`` (``[tool.py, *args]``) to its end in one Python process, in
+def run_tools_in_one_process(runs, env=None, cwd=REPO_ROOT, check=True,
+                             python=sys.executable) -> List[ToolRun]:
+    """Run each of ``runs`` (``[tool.py, *args]``) to its end in one ``python`` process, in
     order, and return how each ended; with ``check``, fail with the output's tail where one
     raised. mmengine's named instances live on between runs: the visualizer of mmseg's
     configs (one name) keeps the first run's folder, unless a config names its own."""
-    result = run_command([sys.executable, '-c', _TOOLS_DRIVER, json.dumps(runs), REPO_ROOT],
-                         env, cwd, check=True)
+    result = run_command([python, '-c', _TOOLS_DRIVER, json.dumps(runs), REPO_ROOT], env, cwd,
+                         check=True)
     stdout, stderr = (_RUN_END.split(out) for out in (result.stdout, result.stderr))
     # split: [output, error, output, error, ..., rest]
     ended = [ToolRun(out, err, json.loads(error)) for out, err, error in

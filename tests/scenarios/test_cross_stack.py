@@ -13,7 +13,7 @@ import zipfile
 
 import pytest
 
-from tests.helpers import miou, run_tool, write_tiny_config
+from tests.helpers import miou, run_tool, run_tools_in_one_process, write_tiny_config
 
 OTHER_PYTHON = os.environ.get('MMSEG_INCNEXT_OTHER_PYTHON')
 pytestmark = pytest.mark.skipif(
@@ -47,13 +47,15 @@ def test_checkpoint_crosses_stacks_both_ways(tmp_path, tiny_ade20k, released_wei
     written = os.path.join(work, 'iter_2.pth')
     assert pickled_numpy_module(written) == b'numpy.core.multiarray'
     for writer, reader, iters in ((legacy, current, 3), (current, legacy, 4)):
-        # the reader evaluates the checkpoint as the writer's last validation did
-        out = run_tool([reader, 'tools/test.py', config, written, '--work-dir', work])
-        assert miou(out) == pytest.approx(validated, abs=0.01)
-        out = run_tool([reader, 'tools/train.py', config, '--work-dir', work, '--resume',
-                        '--cfg-options', f'train_cfg.max_iters={iters}',
-                        f'train_cfg.val_interval={iters}',
-                        f'default_hooks.checkpoint.interval={iters}'])
+        # the reader evaluates the checkpoint as the writer's last validation did, then
+        # resumes it, in one process
+        tested, resumed = run_tools_in_one_process([
+            ['tools/test.py', config, written, '--work-dir', work],
+            ['tools/train.py', config, '--work-dir', work, '--resume', '--cfg-options',
+             f'train_cfg.max_iters={iters}', f'train_cfg.val_interval={iters}',
+             f'default_hooks.checkpoint.interval={iters}']], python=reader)
+        assert miou(tested.output) == pytest.approx(validated, abs=0.01)
+        out = resumed.output
         assert f'resumed epoch: 0, iter: {iters - 1}' in out
         assert f'Iter(train) [{iters}/{iters}]' in out
         validated, written = miou(out), os.path.join(work, f'iter_{iters}.pth')
