@@ -73,8 +73,10 @@ def failure_runs(tmp_path_factory, uninterrupted, tiny_ade20k, released_weights)
     """A run SIGKILLed before iteration 3 (its own process), then in one process: its resume,
     and runs on the uninterrupted run's checkpoints, each given a fault: a truncated newest
     checkpoint (resume), a code-running one (test and resume), NaN weights at iteration 2, and
-    training images cut short after the data check (resume). name -> ToolRun, and each
-    run's folder under its name."""
+    training images cut short after the data check (resume). Returns name -> ToolRun, and
+    'killed' (that run's result), 'killed_checkpoints' (its checkpoints before the resume),
+    'newest_complete' (the truncated work dir's newest complete checkpoint before its run),
+    'folder' (with each run's work dir under its name), 'unsafe_config' and 'bad_data'."""
     tmp = tmp_path_factory.mktemp('failures')
     weights = released_weights('atto')
     every_2 = ['--cfg-options', 'default_hooks.checkpoint.interval=2']
