@@ -25,8 +25,24 @@ def data_options(data_root):
     return [f'{loader}.dataset.data_root={data_root}' for loader in LOADERS]
 
 
+def demo_cfg(data_root):
+    """The demo config reading its data from ``data_root``."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(DEMO_CONFIG)
+    for loader in LOADERS:
+        cfg[loader].dataset.data_root = str(data_root)
+    return cfg
+
+
 def validation_images(work):
     return sorted((work / 'data' / 'images' / 'validation').iterdir())
+
+
+def succeeded(deploy_runs, name):
+    """The run ``name`` of :func:`deploy_runs`, which must have succeeded."""
+    run = deploy_runs[name]
+    assert run.error is None, f'{name}: {run.error}\n{run.output[-4000:]}'
+    return run
 
 
 @pytest.fixture(scope='session')
@@ -90,8 +106,7 @@ def deploy_runs(demo_run, tmp_path_factory):
                            '--backend', 'openvino', '--val-images', '4', *data])
     ended = dict(zip(runs, run_tools_in_one_process(list(runs.values()), check=False)))
     for name in ('export', 'quantize'):  # what every other run reads
-        assert ended[name].error is None, f'{name}: {ended[name].error}\n' \
-            f'{ended[name].output[-4000:]}'
+        succeeded(ended, name)
     return dict(ended, folder=folder)
 
 

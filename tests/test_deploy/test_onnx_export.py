@@ -13,7 +13,8 @@ from mmseg_incnext.deploy import onnx_export  # noqa: E402
 from mmseg_incnext.deploy.onnx_export import (AdaptiveAvgPoolAnySize,  # noqa: E402
                                               ExportMismatchError, export_onnx)
 from tests.helpers import REPO_ROOT, atto_model, miou  # noqa: E402
-from tests.test_deploy.conftest import TEST_SETTINGS, validation_images  # noqa: E402
+from tests.test_deploy.conftest import (TEST_SETTINGS, succeeded,  # noqa: E402
+                                        validation_images)
 
 
 def segmentor(config):
@@ -119,9 +120,8 @@ def test_labels_output_and_static_export(tmp_path):
 
 def test_onnx_miou_equals_pytorch_whole_slide_and_tta(deploy_runs):
     for setting in TEST_SETTINGS:  # whole, slide, TTA
-        pytorch, onnx = (deploy_runs[f'test_{setting}_{model}'] for model in ('pth', 'onnx'))
-        assert pytorch.error is None and onnx.error is None, \
-            (pytorch.output + onnx.output)[-4000:]
+        pytorch, onnx = (succeeded(deploy_runs, f'test_{setting}_{model}')
+                         for model in ('pth', 'onnx'))
         if setting == 'whole':
             assert miou(pytorch.output) > 30  # a trained model, so agreement means something
         assert miou(onnx.output) == pytest.approx(miou(pytorch.output), abs=0.02), setting
@@ -133,7 +133,7 @@ def test_image_demo_runs_the_onnx_file(demo_run, deploy_runs):
     image = validation_images(work)[0]
     outputs = {}
     for name in ('pth', 'onnx'):
-        assert deploy_runs[f'demo_{name}'].error is None, deploy_runs[f'demo_{name}'].output
+        succeeded(deploy_runs, f'demo_{name}')
         outputs[name] = cv2.imread(str(deploy_runs['folder'] / f'demo_{name}' /
                                        f'{image.stem}_labels.png'), cv2.IMREAD_UNCHANGED)
     assert outputs['onnx'].shape == outputs['pth'].shape

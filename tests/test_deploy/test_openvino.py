@@ -16,7 +16,7 @@ from mmseg_incnext.deploy import quantize  # noqa: E402
 from mmseg_incnext.deploy.onnx_runtime import init_onnx_model, open_graph  # noqa: E402
 from mmseg_incnext.deploy.openvino_runtime import bf16_is_native  # noqa: E402
 from tests.helpers import miou  # noqa: E402
-from tests.test_deploy.conftest import (DEMO_CONFIG, data_options,  # noqa: E402
+from tests.test_deploy.conftest import (DEMO_CONFIG, demo_cfg, succeeded,  # noqa: E402
                                         validation_images)
 
 # The int8 file's loss on the demo model's 4 held-out images: 0.78 mIoU in ONNX Runtime and
@@ -31,13 +31,6 @@ def held_out_miou(demo_output: str) -> float:
     return float(re.search(r'held-out mIoU: ([0-9.]+)', demo_output).group(1))
 
 
-def demo_cfg(data_root):
-    from mmengine.config import Config
-    cfg = Config.fromfile(DEMO_CONFIG)
-    cfg.merge_from_dict(dict(option.split('=') for option in data_options(data_root)))
-    return cfg
-
-
 def test_the_export_is_verified_in_openvino_at_three_sizes(demo_onnx):
     _, output = demo_onnx
     figures = re.findall(r'OpenVINO, (\d+)x3x(\d+)x(\d+): max abs logit diff ([0-9.e+-]+), '
@@ -47,16 +40,9 @@ def test_the_export_is_verified_in_openvino_at_three_sizes(demo_onnx):
     assert all(float(f[3]) <= 1e-3 and float(f[4]) >= 99.9 for f in figures), figures
 
 
-def outputs(deploy_runs, name):
-    """The output of a run that must have succeeded."""
-    run = deploy_runs[name]
-    assert run.error is None, f'{name}: {run.error}\n{run.output[-4000:]}'
-    return run.output
-
-
 def test_tools_test_in_openvino_gives_pytorchs_miou(demo_run, deploy_runs):
     _, demo_output = demo_run
-    output = outputs(deploy_runs, 'openvino_test')
+    output = succeeded(deploy_runs, 'openvino_test').output
     assert 'OpenVINO CPU: fp32 asked, compiled in fp32' in output
     assert miou(output) == pytest.approx(held_out_miou(demo_output), abs=0.02)
 
@@ -89,7 +75,7 @@ def test_image_demo_in_openvino_writes_pytorchs_labels(demo_run, demo_model, dep
     from mmseg_incnext.runner.visualization import read_image
     work, _ = demo_run
     image = validation_images(work)[0]
-    outputs(deploy_runs, 'openvino_demo')
+    succeeded(deploy_runs, 'openvino_demo')
     labels = cv2.imread(str(deploy_runs['folder'] / 'openvino_demo' / f'{image.stem}_labels.png'),
                         cv2.IMREAD_UNCHANGED)
     with torch.no_grad():  # the PyTorch model on the image as the demo reads it
@@ -119,7 +105,7 @@ def test_the_int8_qdq_file_runs_int8_in_openvino_and_passes_the_self_check(
 
 def test_the_bf16_self_check_says_whether_bf16_is_native(demo_run, deploy_runs):
     _, demo_output = demo_run
-    output = outputs(deploy_runs, 'openvino_bf16')
+    output = succeeded(deploy_runs, 'openvino_bf16').output
     machine = torch.backends.cpu.get_cpu_capability()
     if bf16_is_native():
         assert 'bf16 asked, compiled in bf16 (bf16 native on this CPU' in output
